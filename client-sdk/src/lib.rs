@@ -1,0 +1,1 @@
+//! Rust SDK for kiosks and set-top boxes.

@@ -1,0 +1,1 @@
+//! Test support: spawn the real server on port 0.
