@@ -1,1 +1,3 @@
-//! Server library.
+//! The cloud-window server library.
+pub mod domain;
+pub mod sfu;
