@@ -1,3 +1,19 @@
-//! The cloud-window server library.
+//! The cloud-window server: REST API, WebSocket signaling, the media relay, queue and
+//! dispatch, cases, proxy helpers, storage.
+//!
+//! Layout (imports point one way: transport → domain ← store):
+//! - [`api`]: HTTP transport (axum), problem details, OpenAPI;
+//! - [`domain`]: ids, validated values, policies; no I/O, time passed in;
+//! - [`store`]: the storage trait and its SQLite / PostgreSQL implementations;
+//! - [`auth`]: tokens, password and secret hashing, code delivery;
+//! - [`app`]: building and running the server; [`config`]: settings; [`demo`]: demo data.
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod demo;
 pub mod domain;
+#[cfg(feature = "sfu")]
 pub mod sfu;
+pub mod store;
+pub mod telemetry;

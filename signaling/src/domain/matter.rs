@@ -255,3 +255,86 @@ impl Catalogue {
             .expect("seed/matters.json is valid (checked by a test)")
     }
 }
+
+/// A matter as stored: its spec, a version that increases with every edit, and whether it is
+/// offered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matter {
+    /// The matter.
+    pub spec: MatterSpec,
+    /// Starts at 1, +1 on every edit (optimistic concurrency for admins).
+    pub version: i64,
+    /// Offered to residents.
+    pub active: bool,
+    /// Last change (Unix ms).
+    pub updated_at: super::clock::Millis,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_catalogue_is_valid_and_covers_the_article() {
+        let cat = Catalogue::builtin();
+        for c in &cat.classes {
+            c.validate().unwrap();
+        }
+        let mut codes = HashSet::new();
+        for m in &cat.matters {
+            m.validate().unwrap_or_else(|e| panic!("{}: {e}", m.code));
+            assert!(cat.classes.iter().any(|c| c.code == m.class), "{} has an unknown class", m.code);
+            assert!(codes.insert(m.code.clone()), "duplicate {}", m.code);
+        }
+        for class in ["social_insurance", "medical_insurance", "citizen_card", "car_quota"] {
+            assert!(cat.matters.iter().filter(|m| m.class == class).count() >= 5, "{class}");
+        }
+        // The article's returned case: an injury claim needs the injury-filing form.
+        let injury = cat
+            .matters
+            .iter()
+            .flat_map(|m| m.checklist.iter().map(move |i| (m, i)))
+            .find(|(_, i)| i.key == "injury_filing_form")
+            .expect("a matter lists the injury-filing form");
+        assert!(matches!(injury.1.requirement, Requirement::Conditional { .. }));
+        for name in ["残疾人证", "驾驶证", "老年优待证", "医疗机构执业"] {
+            assert!(cat.matters.iter().any(|m| m.name_zh.contains(name)), "{name}");
+        }
+    }
+
+    fn sample() -> MatterSpec {
+        serde_json::from_value(serde_json::json!({
+            "code": "MI-900", "class": "medical_insurance", "name_zh": "测试", "name_en": "Test",
+            "questions": [{"key": "is_injury", "label_zh": "外伤?", "label_en": "Injury?",
+                "options": [{"value": "yes", "label_zh": "是", "label_en": "Yes"},
+                            {"value": "no", "label_zh": "否", "label_en": "No"}]}],
+            "checklist": [{"key": "injury_filing_form", "name_zh": "外伤备案申请表", "name_en": "Injury form",
+                "requirement": {"kind": "conditional", "question": "is_injury", "equals": "yes"}}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn conditions_must_name_a_real_question_and_answer() {
+        sample().validate().unwrap();
+        let mut m = sample();
+        m.checklist[0].requirement = Requirement::Conditional { question: "nope".into(), equals: "yes".into() };
+        assert!(m.validate().is_err());
+        let mut m = sample();
+        m.checklist[0].requirement = Requirement::Conditional { question: "is_injury".into(), equals: "maybe".into() };
+        assert!(m.validate().is_err());
+    }
+
+    #[test]
+    fn oversize_and_malformed_fields_are_refused() {
+        let mut m = sample();
+        m.name_zh = "长".repeat(MAX_NAME_CHARS + 1);
+        assert!(m.validate().is_err());
+        let mut m = sample();
+        m.code = "mi-1; DROP TABLE matters".into();
+        assert!(m.validate().is_err());
+        let mut m = sample();
+        m.name_en = "a\u{0}b".into();
+        assert!(m.validate().is_err());
+    }
+}

@@ -1,6 +1,10 @@
 //! Domain rules: ids, state machines and policies. No axum, sqlx or webrtc here; time comes in
 //! as an argument.
+pub mod clock;
+pub mod identity;
+pub mod ids;
 pub mod matter;
+pub mod people;
 
 /// A rule of the domain was broken by the input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

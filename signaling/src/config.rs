@@ -1,0 +1,197 @@
+//! Settings, from flags or environment variables (`CW_*`). Secrets are kept out of `Debug`.
+
+use clap::{Parser, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where residents' one-time codes go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OtpSenderKind {
+    /// Write codes to the server log (allowed only with `--demo`).
+    Log,
+    /// No delivery: code requests answer 503 until a gateway is configured.
+    Disabled,
+}
+
+/// A daily opening window `HH:MM-HH:MM` (Asia/Shanghai local time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DailyHours {
+    /// Opens, minutes after midnight.
+    pub open_min: u16,
+    /// Closes, minutes after midnight (exclusive).
+    pub close_min: u16,
+}
+
+impl std::str::FromStr for DailyHours {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parse = |t: &str| -> Option<u16> {
+            let (h, m) = t.trim().split_once(':')?;
+            let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+            (h <= 24 && m < 60 && h * 60 + m <= 1440).then_some(h * 60 + m)
+        };
+        let (a, b) = s.split_once('-').ok_or("expected HH:MM-HH:MM")?;
+        match (parse(a), parse(b)) {
+            (Some(o), Some(c)) if o < c => Ok(DailyHours { open_min: o, close_min: c }),
+            _ => Err("expected HH:MM-HH:MM with opening before closing".into()),
+        }
+    }
+}
+
+impl DailyHours {
+    /// Length of the window in hours.
+    pub fn hours(&self) -> f32 {
+        (self.close_min - self.open_min) as f32 / 60.0
+    }
+}
+
+/// Server settings.
+#[derive(Clone, Parser)]
+#[command(name = "cloud-window", version, about = "Remote video and assisted handling of government services")]
+pub struct Settings {
+    /// Address to listen on.
+    #[arg(long, env = "CW_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Directory for the embedded database, recordings and generated secrets.
+    #[arg(long, env = "CW_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Database URL: `sqlite://PATH` (default: `cloud-window.db` in the data directory) or
+    /// `postgres://...`.
+    #[arg(long, env = "CW_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// The URL residents and devices reach this server at (used in pairing QR codes).
+    #[arg(long, env = "CW_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Log format.
+    #[arg(long, env = "CW_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Service hours on workdays (12 h by default).
+    #[arg(long, env = "CW_HOURS_WORKDAY", default_value = "08:00-20:00")]
+    pub hours_workday: DailyHours,
+    /// Service hours on weekend days (8 h by default).
+    #[arg(long, env = "CW_HOURS_WEEKEND", default_value = "09:00-17:00")]
+    pub hours_weekend: DailyHours,
+    /// Secret that signs access tokens and keys stored hashes. When unset, one is generated
+    /// and kept in the data directory (set it explicitly when several nodes run).
+    #[arg(long, env = "CW_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// Access token lifetime, seconds.
+    #[arg(long, env = "CW_ACCESS_TTL_SECS", default_value_t = 900, value_parser = clap::value_parser!(i64).range(30..=86_400))]
+    pub access_ttl_secs: i64,
+    /// Refresh token lifetime, days.
+    #[arg(long, env = "CW_REFRESH_TTL_DAYS", default_value_t = 30, value_parser = clap::value_parser!(i64).range(1..=365))]
+    pub refresh_ttl_days: i64,
+    /// Seed demo staff, residents and devices, and print how to sign in.
+    #[arg(long, env = "CW_DEMO")]
+    pub demo: bool,
+    /// One-time code delivery (default: `log` in demo mode, else `disabled`).
+    #[arg(long, env = "CW_OTP_SENDER", value_enum)]
+    pub otp_sender: Option<OtpSenderKind>,
+    /// Largest accepted JSON request body, bytes.
+    #[arg(long, env = "CW_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+    /// On SIGTERM: seconds to keep serving while `/readyz` says 503, so load balancers move away.
+    #[arg(long, env = "CW_DRAIN_SECS", default_value_t = 5)]
+    pub drain_secs: u64,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("database", &self.database_url.as_deref().map(redact_url))
+            .field("public_url", &self.public_url)
+            .field("log_format", &self.log_format)
+            .field("hours_workday", &self.hours_workday)
+            .field("hours_weekend", &self.hours_weekend)
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .field("demo", &self.demo)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Removes a password from a URL for logging.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}://{}:***@{}", &url[..s], user, &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl Settings {
+    /// Settings for tests: port 0 on loopback, the given data directory, everything else
+    /// default.
+    pub fn for_tests(data_dir: PathBuf) -> Settings {
+        let mut s = Settings::parse_from(["cloud-window"]);
+        s.listen = "127.0.0.1:0".parse().expect("valid address");
+        s.data_dir = data_dir;
+        s.secret = Some("test-secret-not-for-production".into());
+        s.drain_secs = 0;
+        s
+    }
+
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("cloud-window.db").display()))
+    }
+
+    /// Which code sender is in effect, refusing the log sender outside demo mode.
+    pub fn otp_sender_kind(&self) -> anyhow::Result<OtpSenderKind> {
+        match (self.otp_sender, self.demo) {
+            (Some(OtpSenderKind::Log), false) => {
+                anyhow::bail!("--otp-sender log writes codes to the log and is allowed only with --demo")
+            }
+            (Some(k), _) => Ok(k),
+            (None, true) => Ok(OtpSenderKind::Log),
+            (None, false) => Ok(OtpSenderKind::Disabled),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hours_parse_and_reject_nonsense() {
+        let h: DailyHours = "08:00-20:00".parse().unwrap();
+        assert_eq!(h.hours(), 12.0);
+        assert!("20:00-08:00".parse::<DailyHours>().is_err());
+        assert!("8-20".parse::<DailyHours>().is_err());
+        assert!("08:00-25:00".parse::<DailyHours>().is_err());
+    }
+
+    #[test]
+    fn secrets_and_passwords_stay_out_of_debug() {
+        let mut s = Settings::for_tests("/tmp/x".into());
+        s.database_url = Some("postgres://cw:hunter2@db:5432/cw".into());
+        let d = format!("{s:?}");
+        assert!(!d.contains("hunter2") && !d.contains("test-secret"), "{d}");
+        assert!(d.contains("postgres://cw:***@db:5432/cw"));
+    }
+
+    #[test]
+    fn log_sender_requires_demo_mode() {
+        let mut s = Settings::for_tests("/tmp/x".into());
+        s.otp_sender = Some(OtpSenderKind::Log);
+        assert!(s.otp_sender_kind().is_err());
+        s.demo = true;
+        assert_eq!(s.otp_sender_kind().unwrap(), OtpSenderKind::Log);
+    }
+}
