@@ -89,11 +89,17 @@ pub async fn fresh_postgres_db() -> anyhow::Result<String> {
     let mut conn = sqlx::PgConnection::connect(&admin).await?;
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await?;
     conn.close().await?;
-    let base = match admin.rfind('/') {
-        Some(i) if admin[..i].contains("://") && i > admin.find("://").unwrap() + 2 => &admin[..i],
-        _ => admin.as_str(),
+    // Swap the database name, keeping any query (e.g. `?host=/var/run/postgresql`).
+    let (base, query) = match admin.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (admin.as_str(), String::new()),
     };
-    Ok(format!("{base}/{name}"))
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let host_part = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    Ok(format!("{host_part}/{name}{query}"))
 }
 
 /// The database URL for a backend: a fresh database each call.
