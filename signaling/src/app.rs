@@ -35,6 +35,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// True once a shutdown began: `/readyz` answers 503.
     pub draining: Arc<AtomicBool>,
+    /// WebSocket sessions and calls.
+    pub signaling: Arc<crate::ws::Signaling>,
 }
 
 impl AppState {
@@ -112,7 +114,19 @@ impl Application {
                 OtpSenderKind::Disabled => Arc::new(DisabledSender),
             },
         };
+        let relay = crate::sfu::Relay::new(relay_config(&settings)?);
+        let hub = crate::ws::Hub::new(
+            store.clone(),
+            parts.clock.clone(),
+            relay,
+            crate::ws::HubConfig {
+                grace: Duration::from_secs(settings.reconnect_grace_secs),
+                retention_days: settings.retention_days,
+            },
+        );
+        let signaling = crate::ws::Signaling::start(hub, Duration::from_secs(settings.resume_window_secs));
         let state = AppState {
+            signaling,
             store,
             clock: parts.clock,
             tokens: Arc::new(Tokens::new(secret.as_bytes(), settings.access_ttl_secs)?),
@@ -149,6 +163,7 @@ impl Application {
         let signal = async move {
             shutdown.await;
             state.draining.store(true, Ordering::SeqCst);
+            state.signaling.hub.shutdown().await;
             tracing::info!(drain_secs = drain.as_secs(), "shutdown requested: draining");
             tokio::time::sleep(drain).await;
         };
@@ -158,6 +173,36 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The media relay's configuration from settings.
+fn relay_config(settings: &Settings) -> anyhow::Result<crate::sfu::RelayConfig> {
+    let mut ice_servers = Vec::new();
+    for s in &settings.ice_servers {
+        let s = s.trim();
+        // `turn:user:pass@host:port` → credentials apart from the URL.
+        let server = match s.split_once('@') {
+            Some((creds, host)) => {
+                let (scheme, creds) = creds.split_once(':').context("ICE server: expected scheme:...")?;
+                let (user, pass) = creds.split_once(':').context("ICE server: expected user:pass@host")?;
+                crate::sfu::RTCIceServer {
+                    urls: vec![format!("{scheme}:{host}")],
+                    username: user.into(),
+                    credential: pass.into(),
+                    ..Default::default()
+                }
+            }
+            None => crate::sfu::RTCIceServer { urls: vec![s.to_string()], ..Default::default() },
+        };
+        ice_servers.push(server);
+    }
+    Ok(crate::sfu::RelayConfig {
+        bind_ip: settings.media_bind_ip,
+        port_range: settings.media_ports.clone().map(|p| p.0),
+        nat_1to1_ips: settings.media_public_ip.into_iter().collect(),
+        ice_servers,
+        ..Default::default()
+    })
 }
 
 /// The configured secret, or one generated once and kept (mode 0600) in the data directory.

@@ -54,6 +54,22 @@ impl DailyHours {
     }
 }
 
+/// A UDP port range `FROM-TO`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortRange(pub std::ops::RangeInclusive<u16>);
+
+impl std::str::FromStr for PortRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (a, b) = s.split_once('-').ok_or("expected FROM-TO")?;
+        let (a, b): (u16, u16) = (a.trim().parse().map_err(|_| "bad port")?, b.trim().parse().map_err(|_| "bad port")?);
+        if a == 0 || a > b {
+            return Err("expected 1 <= FROM <= TO".into());
+        }
+        Ok(PortRange(a..=b))
+    }
+}
+
 /// Server settings.
 #[derive(Clone, Parser)]
 #[command(name = "cloud-window", version, about = "Remote video and assisted handling of government services")]
@@ -99,6 +115,28 @@ pub struct Settings {
     /// Largest accepted JSON request body, bytes.
     #[arg(long, env = "CW_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
+    /// Address the media relay binds its UDP sockets to (a concrete address, not 0.0.0.0).
+    #[arg(long, env = "CW_MEDIA_BIND_IP", default_value = "127.0.0.1")]
+    pub media_bind_ip: std::net::IpAddr,
+    /// UDP port range for media, `FROM-TO` (one port per participant); default: ephemeral.
+    #[arg(long, env = "CW_MEDIA_PORTS")]
+    pub media_ports: Option<PortRange>,
+    /// Public address announced to clients when the server sits behind 1:1 NAT.
+    #[arg(long, env = "CW_MEDIA_PUBLIC_IP")]
+    pub media_public_ip: Option<std::net::IpAddr>,
+    /// STUN/TURN servers handed to clients, comma separated (`turn:user:pass@host:3478`
+    /// carries credentials; `stun:host:3478` none).
+    #[arg(long, env = "CW_ICE_SERVERS", value_delimiter = ',', hide_env_values = true)]
+    pub ice_servers: Vec<String>,
+    /// Seconds a participant whose connection dropped keeps their place in a call.
+    #[arg(long, env = "CW_RECONNECT_GRACE_SECS", default_value_t = 20)]
+    pub reconnect_grace_secs: u64,
+    /// Seconds a signaling session whose socket dropped can be resumed.
+    #[arg(long, env = "CW_RESUME_WINDOW_SECS", default_value_t = 60)]
+    pub resume_window_secs: u64,
+    /// Default recording retention, days (announced in the join notice).
+    #[arg(long, env = "CW_RETENTION_DAYS", default_value_t = 180)]
+    pub retention_days: u32,
     /// On SIGTERM: seconds to keep serving while `/readyz` says 503, so load balancers move away.
     #[arg(long, env = "CW_DRAIN_SECS", default_value_t = 5)]
     pub drain_secs: u64,

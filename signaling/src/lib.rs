@@ -13,7 +13,7 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod domain;
-#[cfg(feature = "sfu")]
 pub mod sfu;
 pub mod store;
 pub mod telemetry;
+pub mod ws;

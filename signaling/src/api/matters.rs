@@ -72,8 +72,8 @@ pub async fn list_matters(
     State(state): State<AppState>,
     QueryParams(f): QueryParams<MatterFilter>,
 ) -> ApiResult<Json<Vec<MatterView>>> {
-    if f.class.as_ref().is_some_and(|c| c.len() > 40) {
-        return Err(ApiError::bad_request("invalid-query", "class is too long"));
+    if f.class.as_ref().is_some_and(|c| c.len() > 40 || c.contains('\0')) {
+        return Err(ApiError::bad_request("invalid-query", "class must be a matter class code"));
     }
     let ms = state.store.list_matters(f.class.as_deref()).await?;
     Ok(Json(ms.into_iter().map(Into::into).collect()))
@@ -83,7 +83,7 @@ pub async fn list_matters(
 #[utoipa::path(get, path = "/api/v1/matters/{code}", tag = "matters", params(("code" = String, Path)),
     responses((status = 200, body = MatterView), (status = 404, body = super::error::Problem)))]
 pub async fn get_matter(State(state): State<AppState>, PathParam(code): PathParam<String>) -> ApiResult<Json<MatterView>> {
-    if code.len() > 32 {
+    if code.len() > 32 || code.contains('\0') {
         return Err(ApiError::not_found("matter"));
     }
     let m = state.store.matter(&code).await?.ok_or_else(|| ApiError::not_found("matter"))?;

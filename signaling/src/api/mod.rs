@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod calls;
 pub mod devices;
 pub mod error;
 pub mod extract;
@@ -80,6 +81,11 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(people::update_my_profile))
         .routes(routes!(people::list_grids, people::create_grid))
         .routes(routes!(audit::list_audit))
+        .routes(routes!(calls::open_call))
+        .routes(routes!(calls::get_call))
+        .routes(routes!(calls::invite))
+        .routes(routes!(calls::end_call))
+        .routes(routes!(calls::call_events))
 }
 
 /// The OpenAPI document.
@@ -97,6 +103,7 @@ pub fn router(state: AppState) -> axum::Router {
         .merge(api)
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
+        .route("/ws", get(crate::ws::ws_handler))
         .route("/openapi.json", get(move || async move { Json(doc.as_ref().clone()) }))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

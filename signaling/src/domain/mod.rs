@@ -1,5 +1,6 @@
 //! Domain rules: ids, state machines and policies. No axum, sqlx or webrtc here; time comes in
 //! as an argument.
+pub mod call;
 pub mod clock;
 pub mod identity;
 pub mod ids;

@@ -12,7 +12,9 @@ use crate::domain::ids::{DeviceId, PairingId, ResidentId, SessionId, StaffId};
 use crate::domain::matter::{Matter, MatterClass, MatterSpec};
 use crate::domain::people::{AuditEntry, Device, DeviceKind, Grid, Resident, Staff};
 
+pub mod calls;
 mod sql;
+pub use calls::{CallEvent, CallStore};
 pub use sql::{PgStore, SqliteStore};
 
 /// A storage failure.
@@ -99,7 +101,7 @@ pub struct Pairing {
 
 /// Everything the server stores. Implementations: [`SqliteStore`], [`PgStore`].
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: CallStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// Checks the database answers (readiness).

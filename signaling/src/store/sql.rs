@@ -248,7 +248,7 @@ macro_rules! sql_store {
         $(#[$doc])*
         #[derive(Clone, Debug)]
         pub struct $name {
-            pool: $pool,
+            pub(crate) pool: $pool,
         }
 
         impl $name {

@@ -1,0 +1,191 @@
+//! Relay configuration and the per-connection WebRTC setup built from it.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::interceptor::{Registry, Slot};
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_nack, configure_rtcp_reports,
+};
+use rtc::peer_connection::configuration::media_engine::{
+    MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8,
+};
+use rtc::peer_connection::configuration::setting_engine::{SettingEngine, SettingEngineBuilder};
+use rtc::peer_connection::transport::{RTCIceCandidateType, RTCIceServer};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
+};
+
+use super::rtcp::{RtcpMarker, RTCP_MARKER_SLOT};
+use super::tap::TapFactory;
+use super::SfuError;
+
+/// How the relay is set up. `RelayConfig::default()` binds loopback on ephemeral ports, which is
+/// what tests want; a server sets `bind_ip`, `port_range` and `nat_1to1_ips` from its settings.
+#[derive(Clone)]
+pub struct RelayConfig {
+    /// The local address every peer connection's UDP socket binds to. A concrete address, not
+    /// the wildcard: a wildcard bind enumerates interfaces and skips loopback (pitfall 2).
+    pub bind_ip: IpAddr,
+    /// The UDP ports the relay may use, one per participant connection; `None` lets the OS
+    /// pick ephemeral ports. Open this range in the firewall.
+    pub port_range: Option<RangeInclusive<u16>>,
+    /// Public addresses announced instead of `bind_ip` in host candidates (1:1 NAT, e.g. a
+    /// cloud VM with an elastic IP). Empty: announce `bind_ip`.
+    pub nat_1to1_ips: Vec<IpAddr>,
+    /// STUN/TURN servers handed to clients in the join response ([`Relay::ice_servers`]). The
+    /// relay itself gathers host candidates only: it is the public endpoint.
+    ///
+    /// [`Relay::ice_servers`]: super::Relay::ice_servers
+    pub ice_servers: Vec<RTCIceServer>,
+    /// Minimum gap between two keyframe requests (PLI) sent to one publisher's track, however
+    /// many subscribers ask. Default 500 ms.
+    pub keyframe_request_interval: Duration,
+    /// Receives every inbound RTP packet of every published track (the recorder). `None`: no tap.
+    pub tap: Option<Arc<dyn TapFactory>>,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port_range: None,
+            nat_1to1_ips: Vec::new(),
+            ice_servers: Vec::new(),
+            keyframe_request_interval: Duration::from_millis(500),
+            tap: None,
+        }
+    }
+}
+
+impl fmt::Debug for RelayConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // ICE server credentials (TURN passwords) are deliberately left out.
+        f.debug_struct("RelayConfig")
+            .field("bind_ip", &self.bind_ip)
+            .field("port_range", &self.port_range)
+            .field("nat_1to1_ips", &self.nat_1to1_ips)
+            .field("ice_servers", &self.ice_servers.len())
+            .field("keyframe_request_interval", &self.keyframe_request_interval)
+            .field("tap", &self.tap.is_some())
+            .finish()
+    }
+}
+
+/// Payload types the relay offers. Only VP8 and Opus are negotiated: the relay never
+/// transcodes, so a publisher's codec must be one every subscriber accepts.
+pub(crate) const PT_OPUS: u8 = 111;
+pub(crate) const PT_VP8: u8 = 96;
+pub(crate) const PT_VP8_RTX: u8 = 97;
+
+/// The media engine and interceptor chain of one connection (neither is reusable across
+/// connections in 0.21: the registry is consumed by the build).
+pub(crate) fn media_setup() -> Result<(MediaEngine, Registry), SfuError> {
+    let mut me = MediaEngine::default();
+    me.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_OPUS.to_owned(),
+                clock_rate: 48_000,
+                channels: 2,
+                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                rtcp_feedback: vec![],
+            },
+            payload_type: PT_OPUS,
+        },
+        RtpCodecKind::Audio,
+    )?;
+    me.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_VP8.to_owned(),
+                clock_rate: 90_000,
+                channels: 0,
+                sdp_fmtp_line: String::new(),
+                rtcp_feedback: vec![RTCPFeedback {
+                    typ: "ccm".to_owned(),
+                    parameter: "fir".to_owned(),
+                }],
+            },
+            payload_type: PT_VP8,
+        },
+        RtpCodecKind::Video,
+    )?;
+    me.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_RTX.to_owned(),
+                clock_rate: 90_000,
+                channels: 0,
+                sdp_fmtp_line: format!("apt={PT_VP8}"),
+                rtcp_feedback: vec![],
+            },
+            payload_type: PT_VP8_RTX,
+        },
+        RtpCodecKind::Video,
+    )?;
+    // NACK generator + responder (adds `nack` and `nack pli` feedback), sender/receiver
+    // reports, and the marker that hands PLI/FIR/SR to the relay. No TWCC: the relay does not
+    // estimate bandwidth (no simulcast to switch between), and each TWCC packet costs CPU.
+    let registry = configure_nack(Registry::new(), &mut me);
+    let registry = configure_rtcp_reports(registry);
+    let registry = registry.with(Slot::from(RTCP_MARKER_SLOT), RtcpMarker::default());
+    Ok((me, registry))
+}
+
+/// Settings shared by every connection: no mDNS (pitfall 1), announced NAT addresses.
+pub(crate) fn setting_engine(config: &RelayConfig) -> SettingEngine {
+    let mut b = SettingEngineBuilder::new().with_multicast_dns_mode(MulticastDnsMode::Disabled);
+    if !config.nat_1to1_ips.is_empty() {
+        b = b.with_nat_1to1_ips(
+            config.nat_1to1_ips.iter().map(|ip| ip.to_string()).collect(),
+            RTCIceCandidateType::Host,
+        );
+    }
+    b.build()
+}
+
+/// Hands out UDP ports from the configured range, round robin; a port still in use is skipped
+/// by the caller trying the next one.
+#[derive(Debug)]
+pub(crate) struct PortAllocator {
+    range: Option<RangeInclusive<u16>>,
+    next: AtomicU32,
+}
+
+impl PortAllocator {
+    pub(crate) fn new(range: Option<RangeInclusive<u16>>) -> Self {
+        Self {
+            range,
+            next: AtomicU32::new(0),
+        }
+    }
+
+    /// How many distinct ports a caller should try before giving up.
+    pub(crate) fn attempts(&self) -> usize {
+        match &self.range {
+            None => 1,
+            Some(r) => (usize::from(*r.end()) + 1)
+                .saturating_sub(usize::from(*r.start()))
+                .clamp(1, 64),
+        }
+    }
+
+    /// The next port to try; 0 means "any".
+    pub(crate) fn next_port(&self) -> u16 {
+        match &self.range {
+            None => 0,
+            Some(r) => {
+                let len = (u32::from(*r.end()) + 1).saturating_sub(u32::from(*r.start())).max(1);
+                let i = self.next.fetch_add(1, Ordering::Relaxed) % len;
+                // `i < len <= 65536 - start`, so this stays within u16.
+                (u32::from(*r.start()) + i) as u16
+            }
+        }
+    }
+}
