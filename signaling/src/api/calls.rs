@@ -146,6 +146,16 @@ pub async fn open_call(
     Ok((StatusCode::CREATED, Json(view(&call, &members))))
 }
 
+/// Callers who could never act on a call get 403 whether it exists or not, so ids cannot be
+/// probed.
+fn hide_from_strangers(who: &Principal, e: ApiError) -> ApiError {
+    if e.status == StatusCode::NOT_FOUND && !matches!(who.role, Role::Agent | Role::Supervisor | Role::Auditor) {
+        ApiError::forbidden()
+    } else {
+        e
+    }
+}
+
 async fn load(state: &AppState, id: Uuid) -> ApiResult<(Call, Vec<Member>)> {
     let call = state.store.call_by_id(id).await?.ok_or_else(|| ApiError::not_found("call"))?;
     let members = state.store.call_members(id).await?;
@@ -188,7 +198,10 @@ pub async fn invite(
     PathParam(id): PathParam<Uuid>,
     Body(req): Body<Invite>,
 ) -> ApiResult<(StatusCode, Json<MemberView>)> {
-    let (call, members) = load(&state, id).await?;
+    let (call, members) = load(&state, id).await.map_err(|e| hide_from_strangers(&who, e))?;
+    if !(who.role == Role::Supervisor || members.iter().any(|m| m.subject == who.id)) {
+        return Err(ApiError::forbidden());
+    }
     if !may_invite(&call, &members, who.id, who.role) {
         return Err(if call.state == CallState::Ended {
             ApiError::conflict("call-ended", "the call has ended")

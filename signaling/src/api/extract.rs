@@ -1,7 +1,7 @@
 //! Request extractors that answer problem details: JSON bodies, path and query parameters, and
 //! the authenticated principal.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -21,29 +21,52 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Body(v)),
-            Err(rej) => Err(match rej {
-                JsonRejection::JsonDataError(e) => ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid-body",
-                    clip(&e.body_text()),
-                ),
-                JsonRejection::JsonSyntaxError(_) => {
-                    ApiError::bad_request("malformed-json", "the body is not valid JSON")
-                }
-                JsonRejection::MissingJsonContentType(_) => ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported-media-type",
-                    "send Content-Type: application/json",
-                ),
-                other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body-too-large",
-                    "the request body is larger than allowed",
-                ),
-                other => ApiError::bad_request("unreadable-body", clip(&other.body_text())),
-            }),
+        let json_type = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<mime_guess_free::Mime>().ok())
+            .is_some_and(|m| m.is_json());
+        if !json_type {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "send Content-Type: application/json",
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|rej| {
+            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", "the request body is larger than allowed")
+            } else {
+                ApiError::bad_request("unreadable-body", clip(&rej.body_text()))
+            }
+        })?;
+        // Two steps, so that valid JSON of the wrong shape is told apart from broken JSON.
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|_| ApiError::bad_request("malformed-json", "the body is not valid JSON"))?;
+        if !value.is_object() {
+            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-body", "the body must be a JSON object"));
+        }
+        // Deserialize from the bytes, not the parsed value: that also refuses duplicated keys.
+        serde_json::from_slice(&bytes)
+            .map(Body)
+            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-body", clip(&e.to_string())))
+    }
+}
+
+/// Just enough media-type parsing to accept `application/json` and `application/*+json`
+/// (with parameters such as `charset`), case-insensitively.
+mod mime_guess_free {
+    pub struct Mime(String);
+    impl std::str::FromStr for Mime {
+        type Err = ();
+        fn from_str(s: &str) -> Result<Self, ()> {
+            Ok(Mime(s.split(';').next().unwrap_or("").trim().to_ascii_lowercase()))
+        }
+    }
+    impl Mime {
+        pub fn is_json(&self) -> bool {
+            self.0 == "application/json" || (self.0.starts_with("application/") && self.0.ends_with("+json"))
         }
     }
 }
@@ -112,7 +135,7 @@ impl FromRequestParts<AppState> for Principal {
         let token = header
             .to_str()
             .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
+            .and_then(|h| h.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")).map(|(_, t)| t))
             .ok_or_else(|| ApiError::unauthenticated("invalid-token", "expected `Authorization: Bearer <token>`"))?;
         match state.tokens.verify(token.trim(), state.clock.now_ms()) {
             Ok(c) => Ok(Principal { id: c.sub, role: c.role, session: c.sid }),

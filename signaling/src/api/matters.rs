@@ -60,6 +60,7 @@ pub async fn upsert_class(
 
 /// Filter for the matter list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct MatterFilter {
     /// Only this class.

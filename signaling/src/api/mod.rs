@@ -105,6 +105,7 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/readyz", get(readyz))
         .route("/ws", get(crate::ws::ws_handler))
         .route("/openapi.json", get(move || async move { Json(doc.as_ref().clone()) }))
+        .merge(agent_console::router()) // /console/ and /sdk/js/ (embedded static files)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -150,6 +151,7 @@ pub fn rfc3339(ms: Millis) -> String {
 
 /// Cursor pagination parameters.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// The `next_cursor` of the previous page.
