@@ -51,7 +51,7 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ts: Option<u64>,
     },
-    /// Join a call. Answered by `joined`; then the server sends its first `sdp_offer`.
+    /// Join a call. Answered by `joined`; then the client sends its first `sdp_offer`.
     Join {
         /// The call to join.
         call_id: CallId,
@@ -69,8 +69,10 @@ pub enum ClientMessage {
         /// The call to leave.
         call_id: CallId,
     },
-    /// An SDP offer from the client (adding or removing its own tracks, or an ICE restart it
-    /// made itself). Answered by the server's `sdp_answer`, or by `error` `glare`.
+    /// An SDP offer from the client: its first offer after `joined`, or a later one (adding or
+    /// removing its own tracks, or an ICE restart it made itself). Answered by the server's
+    /// `sdp_answer`; a server offer it crosses is rolled back by the server, which offers again
+    /// after answering.
     SdpOffer {
         /// The call this negotiation belongs to.
         call_id: CallId,

@@ -33,11 +33,13 @@ pub enum ErrorCode {
     /// The message is larger than [`MAX_MESSAGE_BYTES`](crate::limits::MAX_MESSAGE_BYTES).
     MessageTooLarge,
     /// The message is valid but not now: `sdp_answer` with no server offer outstanding,
-    /// `ice_candidate` before any description, a client `sdp_offer` before the first server
-    /// offer was answered, a second `hello`, `resume` on an authenticated socket.
+    /// `ice_candidate` before any description, a second `hello`, `resume` on an
+    /// authenticated socket.
     OutOfOrder,
-    /// A client `sdp_offer` crossed a server offer; the server ignored it. The client rolls
-    /// back, answers the server's offer, then offers again if it still needs to.
+    /// Reserved: a client `sdp_offer` the server cannot take now. A v1 server takes every
+    /// client offer (it is the polite peer and rolls its own crossing offer back), so it does
+    /// not send this today; a client that gets it answers the server's next offer, then
+    /// offers again if it still needs to.
     Glare,
     /// Too many messages; `retry_after_ms` says when to try again.
     RateLimited,

@@ -98,7 +98,7 @@ pub enum ServerMessage {
         reconnect: bool,
     },
 
-    /// Answer to `join`: the client is in the call. The server's first `sdp_offer` follows.
+    /// Answer to `join`: the client is in the call. The client sends its first `sdp_offer` next.
     Joined {
         /// The call.
         call_id: CallId,

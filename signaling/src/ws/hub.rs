@@ -50,6 +50,10 @@ struct Slot {
     joined_at: i64,
     grace: Option<JoinHandle<()>>,
     pump: JoinHandle<()>,
+    /// Held while the relay's answer to a client offer is made and sent, and while the pump
+    /// sends a relay event: the relay's next offer (and its candidates) never overtake that
+    /// answer on the wire.
+    order: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Drop for Slot {
@@ -202,7 +206,8 @@ impl Hub {
             SfuError::NoPortAvailable => Refusal::new(ErrorCode::Unavailable, "no media port available; retry later"),
             e => Refusal::new(ErrorCode::Internal, e.to_string()),
         })?);
-        let pump = tokio::spawn(pump(Arc::downgrade(self), session.clone(), call, pid, rx));
+        let order = Arc::new(tokio::sync::Mutex::new(()));
+        let pump = tokio::spawn(pump(Arc::downgrade(self), session.clone(), call, pid, rx, order.clone()));
         let now = self.clock.now_ms();
         let slot = Slot {
             member: member.clone(),
@@ -214,6 +219,7 @@ impl Hub {
             joined_at: now,
             grace: None,
             pump,
+            order,
         };
         let me = info(&slot);
         let (replaced, others) = {
@@ -277,6 +283,15 @@ impl Hub {
     /// A client's offer: answered by the relay.
     pub async fn offer(&self, session: &Arc<Session>, call: Uuid, desc: SessionDescription, reply_to: Option<RequestId>) -> HubResult<()> {
         let (_, media, _) = self.slot_media(session, call)?;
+        let order = self
+            .rooms()
+            .get(&call)
+            .and_then(|r| r.values().find(|s| Arc::ptr_eq(&s.session, session)))
+            .map(|s| s.order.clone())
+            .ok_or_else(|| Refusal::new(ErrorCode::NotInCall, "join the call first"))?;
+        // The relay may make its next offer while answering this one (tracks attached before
+        // it): hold the pump back until our answer is queued.
+        let _turn = order.lock().await;
         let offer = convert(&desc).ok_or_else(|| Refusal::new(ErrorCode::InvalidMessage, "unreadable description"))?;
         match media.handle_offer(offer).await {
             Ok(answer) => {
@@ -506,9 +521,17 @@ impl Hub {
 }
 
 /// Carries one participant's relay events to its session.
-async fn pump(hub: std::sync::Weak<Hub>, session: Arc<Session>, call: Uuid, pid: Uuid, mut rx: mpsc::Receiver<RelayEvent>) {
+async fn pump(
+    hub: std::sync::Weak<Hub>,
+    session: Arc<Session>,
+    call: Uuid,
+    pid: Uuid,
+    mut rx: mpsc::Receiver<RelayEvent>,
+    order: Arc<tokio::sync::Mutex<()>>,
+) {
     let call_id = WireCallId::from_uuid(call);
     while let Some(ev) = rx.recv().await {
+        let _turn = order.lock().await;
         match ev {
             RelayEvent::Offer { sdp } => {
                 if let Some(description) = convert::<_, SessionDescription>(&sdp) {

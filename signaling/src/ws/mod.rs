@@ -299,12 +299,25 @@ async fn dispatch(sig: &Signaling, s: &Arc<Session>, msg: ClientMessage, reply_t
                 s.send(ServerMessage::Ack {}, reply_to);
             }
         }
-        ClientMessage::IceCandidate { call_id, candidate } => hub.candidate(s, *call_id.as_uuid(), candidate).await?,
+        ClientMessage::IceCandidate { call_id, candidate } => {
+            hub.candidate(s, *call_id.as_uuid(), candidate).await?;
+            if reply_to.is_some() {
+                s.send(ServerMessage::Ack {}, reply_to);
+            }
+        }
         ClientMessage::EndOfCandidates { call_id } => {
             // The relay has no use for it; check membership so a stray one gets an error.
             hub.media_state_probe(s, *call_id.as_uuid())?;
+            if reply_to.is_some() {
+                s.send(ServerMessage::Ack {}, reply_to);
+            }
         }
-        ClientMessage::IceRestart { call_id } => hub.ice_restart(s, *call_id.as_uuid()).await?,
+        ClientMessage::IceRestart { call_id } => {
+            hub.ice_restart(s, *call_id.as_uuid()).await?;
+            if reply_to.is_some() {
+                s.send(ServerMessage::Ack {}, reply_to);
+            }
+        }
         ClientMessage::MediaState { call_id, audio_muted, video_off } => {
             hub.media_state(s, *call_id.as_uuid(), audio_muted, video_off)?;
             if reply_to.is_some() {
@@ -314,6 +327,9 @@ async fn dispatch(sig: &Signaling, s: &Arc<Session>, msg: ClientMessage, reply_t
         ClientMessage::ChatSend { call_id, text } => hub.chat(s, *call_id.as_uuid(), text, reply_to).await?,
         ClientMessage::EndCall { call_id } => {
             hub.end(s, *call_id.as_uuid()).await?;
+            if reply_to.is_some() {
+                s.send(ServerMessage::Ack {}, reply_to);
+            }
         }
         ClientMessage::AcceptOffer { .. }
         | ClientMessage::DeclineOffer { .. }
