@@ -37,6 +37,8 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     /// WebSocket sessions and calls.
     pub signaling: Arc<crate::ws::Signaling>,
+    /// The queue service of this node.
+    pub queue: Arc<crate::queue::Queue>,
 }
 
 impl AppState {
@@ -125,7 +127,15 @@ impl Application {
             },
         );
         let signaling = crate::ws::Signaling::start(hub, Duration::from_secs(settings.resume_window_secs));
+        let queue = crate::queue::Queue::new(
+            store.clone(),
+            parts.clock.clone(),
+            settings.queue.clone(),
+            settings.queue.hours(settings.hours_workday, settings.hours_weekend)?,
+        )?;
+        queue.start();
         let state = AppState {
+            queue,
             signaling,
             store,
             clock: parts.clock,

@@ -140,6 +140,9 @@ pub struct Settings {
     /// On SIGTERM: seconds to keep serving while `/readyz` says 503, so load balancers move away.
     #[arg(long, env = "CW_DRAIN_SECS", default_value_t = 5)]
     pub drain_secs: u64,
+    /// Queue and dispatch settings.
+    #[command(flatten)]
+    pub queue: crate::queue::QueueSettings,
 }
 
 impl std::fmt::Debug for Settings {

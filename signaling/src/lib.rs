@@ -2,6 +2,7 @@
 //! dispatch, cases, proxy helpers, storage.
 //!
 //! Layout (imports point one way: transport → domain ← store):
+//! - [`queue`]: the queue service of a node (dispatcher, live pushes);
 //! - [`api`]: HTTP transport (axum), problem details, OpenAPI;
 //! - [`domain`]: ids, validated values, policies; no I/O, time passed in;
 //! - [`store`]: the storage trait and its SQLite / PostgreSQL implementations;
@@ -13,6 +14,7 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod queue;
 pub mod sfu;
 pub mod store;
 pub mod telemetry;

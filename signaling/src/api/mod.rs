@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod matters;
 pub mod people;
+pub mod queue;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderName, StatusCode};
@@ -86,6 +87,15 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(calls::invite))
         .routes(routes!(calls::end_call))
         .routes(routes!(calls::call_events))
+        .routes(routes!(queue::take_ticket, queue::my_tickets))
+        .routes(routes!(queue::get_ticket))
+        .routes(routes!(queue::cancel_ticket))
+        .routes(routes!(queue::request_callback))
+        .routes(routes!(queue::ticket_events))
+        .routes(routes!(queue::list_slots))
+        .routes(routes!(queue::book))
+        .routes(routes!(queue::figures))
+        .routes(routes!(queue::agents))
 }
 
 /// The OpenAPI document.

@@ -6,6 +6,7 @@ pub mod identity;
 pub mod ids;
 pub mod matter;
 pub mod people;
+pub mod queue;
 
 /// A rule of the domain was broken by the input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

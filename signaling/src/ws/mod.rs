@@ -209,6 +209,7 @@ async fn run_socket(socket: WebSocket, state: AppState) {
                 let _ = s.attach(conn_id, tx.clone(), None);
                 s.accept_client_id(reply_to);
                 sig.sessions.insert(s.clone());
+                state.queue.attach(&s).await;
                 s.send(
                     ServerMessage::Welcome {
                         session_id: s.id,
@@ -248,6 +249,7 @@ async fn run_socket(socket: WebSocket, state: AppState) {
                             reply_to,
                         );
                         sig.hub.reattached(&s).await;
+                        state.queue.attach(&s).await;
                         session = Some(s);
                     }
                     Err(_) => {
@@ -263,7 +265,7 @@ async fn run_socket(socket: WebSocket, state: AppState) {
                     continue; // a retransmission: its answer is in the replay buffer
                 }
                 let s = s.clone();
-                if let Err(hub::Refusal(code, message)) = dispatch(&sig, &s, msg, reply_to).await {
+                if let Err(hub::Refusal(code, message)) = dispatch(&sig, &state.queue, &s, msg, reply_to).await {
                     s.send(ServerMessage::error(code, message), reply_to);
                 }
             }
@@ -272,13 +274,20 @@ async fn run_socket(socket: WebSocket, state: AppState) {
     if let Some(s) = session {
         if s.detach(conn_id) {
             sig.hub.detached(&s).await;
+            state.queue.detached(&s).await;
         }
     }
     drop(tx);
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
 }
 
-async fn dispatch(sig: &Signaling, s: &Arc<Session>, msg: ClientMessage, reply_to: Option<RequestId>) -> Result<(), hub::Refusal> {
+async fn dispatch(
+    sig: &Signaling,
+    queue: &crate::queue::Queue,
+    s: &Arc<Session>,
+    msg: ClientMessage,
+    reply_to: Option<RequestId>,
+) -> Result<(), hub::Refusal> {
     let hub = &sig.hub;
     match msg {
         ClientMessage::Ping { ts } => {
@@ -331,14 +340,19 @@ async fn dispatch(sig: &Signaling, s: &Arc<Session>, msg: ClientMessage, reply_t
                 s.send(ServerMessage::Ack {}, reply_to);
             }
         }
-        ClientMessage::AcceptOffer { .. }
-        | ClientMessage::DeclineOffer { .. }
-        | ClientMessage::CancelTicket { .. }
-        | ClientMessage::SetPresence { .. }
-        | ClientMessage::SubscribeFigures { .. }
-        | ClientMessage::UnsubscribeFigures { .. } => {
-            return Err(hub::Refusal(ErrorCode::Unavailable, "the queue is not served by this server version yet".into()));
+        ClientMessage::AcceptOffer { offer_id } => queue.accept(s, *offer_id.as_uuid(), reply_to).await?,
+        ClientMessage::DeclineOffer { offer_id, .. } => queue.decline(s, *offer_id.as_uuid(), reply_to).await?,
+        ClientMessage::CancelTicket { ticket_id } => queue.cancel_ws(s, *ticket_id.as_uuid(), reply_to).await?,
+        ClientMessage::SetPresence { status, reason } => {
+            let status = match status {
+                signaling_protocol::SelectablePresence::Available => crate::domain::queue::Presence::Available,
+                signaling_protocol::SelectablePresence::OnBreak => crate::domain::queue::Presence::OnBreak,
+                signaling_protocol::SelectablePresence::Offline => crate::domain::queue::Presence::Offline,
+            };
+            queue.set_presence(s, status, reason, reply_to).await?
         }
+        ClientMessage::SubscribeFigures {} => queue.subscribe(s, true, reply_to).await?,
+        ClientMessage::UnsubscribeFigures {} => queue.subscribe(s, false, reply_to).await?,
     }
     Ok(())
 }
