@@ -131,7 +131,7 @@ impl Application {
             store.clone(),
             parts.clock.clone(),
             settings.queue.clone(),
-            settings.queue.hours(settings.hours_workday, settings.hours_weekend)?,
+            settings.queue.hours(settings.hours_workday, settings.hours_weekend, &settings.cases.calendar())?,
         )?;
         queue.start();
         let state = AppState {

@@ -143,6 +143,9 @@ pub struct Settings {
     /// Queue and dispatch settings.
     #[command(flatten)]
     pub queue: crate::queue::QueueSettings,
+    /// Cases: document limits, the follow-up deadline and the work calendar.
+    #[command(flatten)]
+    pub cases: CaseSettings,
 }
 
 impl std::fmt::Debug for Settings {
@@ -203,6 +206,40 @@ impl Settings {
             (None, false) => Ok(OtpSenderKind::Disabled),
         }
     }
+}
+
+/// Settings of cases, documents and ratings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CaseSettings {
+    /// Largest document (one page, photo or PDF), bytes.
+    #[arg(long, env = "CW_MAX_DOCUMENT_BYTES", default_value_t = 20 * 1024 * 1024,
+        value_parser = clap::value_parser!(u64).range(1024..=1024 * 1024 * 1024))]
+    pub max_document_bytes: u64,
+    /// Working days a supervisor has to follow up a rating of 2 or less.
+    #[arg(long, env = "CW_FOLLOW_UP_WORKING_DAYS", default_value_t = 15,
+        value_parser = clap::value_parser!(u32).range(1..=365))]
+    pub follow_up_working_days: u32,
+    /// Public holidays that fall on weekdays, `YYYY-MM-DD`, comma separated.
+    #[arg(long, env = "CW_HOLIDAYS", value_delimiter = ',', value_parser = parse_date)]
+    pub holidays: Vec<time::Date>,
+    /// Weekend days that are working days (调休), `YYYY-MM-DD`, comma separated.
+    #[arg(long, env = "CW_EXTRA_WORKDAYS", value_delimiter = ',', value_parser = parse_date)]
+    pub extra_workdays: Vec<time::Date>,
+}
+
+impl CaseSettings {
+    /// The work calendar these settings describe.
+    pub fn calendar(&self) -> crate::domain::case::WorkCalendar {
+        crate::domain::case::WorkCalendar {
+            holidays: self.holidays.iter().copied().collect(),
+            extra_workdays: self.extra_workdays.iter().copied().collect(),
+        }
+    }
+}
+
+fn parse_date(s: &str) -> Result<time::Date, String> {
+    time::Date::parse(s.trim(), time::macros::format_description!("[year]-[month]-[day]"))
+        .map_err(|_| "expected YYYY-MM-DD".to_string())
 }
 
 #[cfg(test)]

@@ -5,12 +5,16 @@
 pub mod audit;
 pub mod auth;
 pub mod calls;
+pub mod cases;
 pub mod devices;
+pub mod documents;
 pub mod error;
 pub mod extract;
+pub mod idempotency;
 pub mod matters;
 pub mod people;
 pub mod queue;
+pub mod ratings;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderName, StatusCode};
@@ -96,6 +100,20 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(queue::book))
         .routes(routes!(queue::figures))
         .routes(routes!(queue::agents))
+        .routes(routes!(cases::create_case, cases::list_cases))
+        .routes(routes!(cases::get_case))
+        .routes(routes!(cases::set_answers))
+        .routes(routes!(cases::submit_case))
+        .routes(routes!(cases::review_case))
+        .routes(routes!(cases::return_rates))
+        .routes(routes!(documents::create_document))
+        .routes(routes!(documents::get_document))
+        .routes(routes!(documents::finish_upload))
+        .routes(routes!(documents::thumbnail))
+        .merge(documents::chunk_routes())
+        .routes(routes!(ratings::create_rating, ratings::list_ratings))
+        .routes(routes!(ratings::list_follow_ups))
+        .routes(routes!(ratings::close_follow_up))
 }
 
 /// The OpenAPI document.

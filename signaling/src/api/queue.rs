@@ -261,6 +261,7 @@ pub async fn ticket_events(State(state): State<AppState>, who: Principal, PathPa
 
 /// Which slots to list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SlotQuery {
     /// The matter.

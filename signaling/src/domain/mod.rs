@@ -1,6 +1,7 @@
 //! Domain rules: ids, state machines and policies. No axum, sqlx or webrtc here; time comes in
 //! as an argument.
 pub mod call;
+pub mod case;
 pub mod clock;
 pub mod identity;
 pub mod ids;

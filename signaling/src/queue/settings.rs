@@ -20,12 +20,6 @@ pub struct QueueSettings {
     /// Longest wrap-up after a call, seconds; the ticket is then done and the agent available.
     #[arg(long, env = "CW_WRAP_UP_MAX_SECS", default_value_t = 300)]
     pub wrap_up_max_secs: u64,
-    /// Holidays (closed all day), comma-separated `YYYY-MM-DD`.
-    #[arg(long, env = "CW_HOLIDAYS", value_delimiter = ',')]
-    pub holidays: Vec<String>,
-    /// Weekend days worked on workday hours (调休), comma-separated `YYYY-MM-DD`.
-    #[arg(long, env = "CW_EXTRA_WORKDAYS", value_delimiter = ',')]
-    pub extra_workdays: Vec<String>,
     /// Length of an appointment slot, minutes.
     #[arg(long, env = "CW_APPOINTMENT_SLOT_MIN", default_value_t = 30)]
     pub appointment_slot_min: u16,
@@ -45,21 +39,11 @@ impl Default for QueueSettings {
             queue_wider_pools: None,
             queue_grace_secs: 60,
             wrap_up_max_secs: 300,
-            holidays: Vec::new(),
-            extra_workdays: Vec::new(),
             appointment_slot_min: 30,
             appointment_capacity: 4,
             queue_tick_ms: 250,
         }
     }
-}
-
-fn dates(list: &[String]) -> anyhow::Result<std::collections::HashSet<time::Date>> {
-    let fmt = time::macros::format_description!("[year]-[month]-[day]");
-    list.iter()
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| time::Date::parse(s.trim(), fmt).map_err(|_| anyhow::anyhow!("bad date {s:?}: expected YYYY-MM-DD")))
-        .collect()
 }
 
 impl QueueSettings {
@@ -79,18 +63,20 @@ impl QueueSettings {
         })
     }
 
-    /// Service hours from the daily windows and the calendars.
+    /// Service hours from the daily windows and the work calendar (`--holidays`,
+    /// `--extra-workdays`, shared with the follow-up deadlines of cases).
     pub fn hours(
         &self,
         workday: crate::config::DailyHours,
         weekend: crate::config::DailyHours,
+        calendar: &crate::domain::case::WorkCalendar,
     ) -> anyhow::Result<crate::domain::queue::ServiceHours> {
         use crate::domain::queue::{ServiceHours, Window};
         Ok(ServiceHours {
             workday: Window { open_min: workday.open_min, close_min: workday.close_min },
             weekend: Window { open_min: weekend.open_min, close_min: weekend.close_min },
-            holidays: dates(&self.holidays)?,
-            extra_workdays: dates(&self.extra_workdays)?,
+            holidays: calendar.holidays.clone(),
+            extra_workdays: calendar.extra_workdays.clone(),
         })
     }
 }

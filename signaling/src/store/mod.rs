@@ -12,10 +12,13 @@ use crate::domain::ids::{DeviceId, PairingId, ResidentId, SessionId, StaffId};
 use crate::domain::matter::{Matter, MatterClass, MatterSpec};
 use crate::domain::people::{AuditEntry, Device, DeviceKind, Grid, Resident, Staff};
 
+pub mod blobs;
 pub mod calls;
+pub mod cases;
 pub mod queue;
 mod sql;
 pub use calls::{CallEvent, CallStore};
+pub use cases::CaseStore;
 pub use queue::QueueStore;
 pub use sql::{PgStore, SqliteStore};
 
@@ -103,7 +106,7 @@ pub struct Pairing {
 
 /// Everything the server stores. Implementations: [`SqliteStore`], [`PgStore`].
 #[async_trait]
-pub trait Store: CallStore + QueueStore + Send + Sync + 'static {
+pub trait Store: CallStore + QueueStore + CaseStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// Checks the database answers (readiness).
