@@ -37,6 +37,8 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     /// WebSocket sessions and calls.
     pub signaling: Arc<crate::ws::Signaling>,
+    /// The audit recorder.
+    pub recorder: Arc<crate::recorder::Recorder>,
 }
 
 impl AppState {
@@ -114,7 +116,13 @@ impl Application {
                 OtpSenderKind::Disabled => Arc::new(DisabledSender),
             },
         };
-        let relay = crate::sfu::Relay::new(relay_config(&settings)?);
+        let recorder = crate::recorder::Recorder::start(&settings, store.clone(), parts.clock.clone())
+            .await
+            .context("starting the recorder")?;
+        let mut relay_config = relay_config(&settings)?;
+        relay_config.tap = Some(recorder.clone() as Arc<dyn crate::sfu::TapFactory>);
+        let relay = crate::sfu::Relay::new(relay_config);
+        recorder.attach_relay(relay.downgrade());
         let hub = crate::ws::Hub::new(
             store.clone(),
             parts.clock.clone(),
@@ -127,6 +135,7 @@ impl Application {
         let signaling = crate::ws::Signaling::start(hub, Duration::from_secs(settings.resume_window_secs));
         let state = AppState {
             signaling,
+            recorder,
             store,
             clock: parts.clock,
             tokens: Arc::new(Tokens::new(secret.as_bytes(), settings.access_ttl_secs)?),
@@ -164,6 +173,7 @@ impl Application {
             shutdown.await;
             state.draining.store(true, Ordering::SeqCst);
             state.signaling.hub.shutdown().await;
+            state.recorder.shutdown().await;
             tracing::info!(drain_secs = drain.as_secs(), "shutdown requested: draining");
             tokio::time::sleep(drain).await;
         };

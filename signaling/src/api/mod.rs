@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod matters;
 pub mod people;
+pub mod recordings;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderName, StatusCode};
@@ -86,6 +87,14 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(calls::invite))
         .routes(routes!(calls::end_call))
         .routes(routes!(calls::call_events))
+        .routes(routes!(recordings::public_key))
+        .routes(routes!(recordings::list_recordings))
+        .routes(routes!(recordings::get_recording))
+        .routes(routes!(recordings::play))
+        .routes(routes!(recordings::download))
+        .routes(routes!(recordings::verify_one))
+        .routes(routes!(recordings::verify_all))
+        .routes(routes!(recordings::set_hold, recordings::clear_hold))
 }
 
 /// The OpenAPI document.

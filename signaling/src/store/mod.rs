@@ -13,8 +13,10 @@ use crate::domain::matter::{Matter, MatterClass, MatterSpec};
 use crate::domain::people::{AuditEntry, Device, DeviceKind, Grid, Resident, Staff};
 
 pub mod calls;
+pub mod recordings;
 mod sql;
 pub use calls::{CallEvent, CallStore};
+pub use recordings::RecordingStore;
 pub use sql::{PgStore, SqliteStore};
 
 /// A storage failure.
@@ -101,7 +103,7 @@ pub struct Pairing {
 
 /// Everything the server stores. Implementations: [`SqliteStore`], [`PgStore`].
 #[async_trait]
-pub trait Store: CallStore + Send + Sync + 'static {
+pub trait Store: CallStore + RecordingStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// Checks the database answers (readiness).
