@@ -84,7 +84,7 @@
 //! at a keyframe. A segment is written as `.part`; once finalized it is hashed,
 //! listed in the re-signed manifest, and renamed. A crash loses at most the
 //! segment being written, and even that one stays playable up to its last
-//! complete cluster. `recordings/docs/recordings.md` describes the formats in full.
+//! complete cluster. `docs/recordings.md` describes the formats in full.
 #![deny(missing_docs)]
 
 mod assemble;

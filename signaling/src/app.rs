@@ -39,6 +39,8 @@ pub struct AppState {
     pub signaling: Arc<crate::ws::Signaling>,
     /// The queue service of this node.
     pub queue: Arc<crate::queue::Queue>,
+    /// The audit recorder.
+    pub recorder: Arc<crate::recorder::Recorder>,
 }
 
 impl AppState {
@@ -116,7 +118,13 @@ impl Application {
                 OtpSenderKind::Disabled => Arc::new(DisabledSender),
             },
         };
-        let relay = crate::sfu::Relay::new(relay_config(&settings)?);
+        let recorder = crate::recorder::Recorder::start(&settings, store.clone(), parts.clock.clone())
+            .await
+            .context("starting the recorder")?;
+        let mut relay_config = relay_config(&settings)?;
+        relay_config.tap = Some(recorder.clone() as Arc<dyn crate::sfu::TapFactory>);
+        let relay = crate::sfu::Relay::new(relay_config);
+        recorder.attach_relay(relay.downgrade());
         let hub = crate::ws::Hub::new(
             store.clone(),
             parts.clock.clone(),
@@ -137,6 +145,7 @@ impl Application {
         let state = AppState {
             queue,
             signaling,
+            recorder,
             store,
             clock: parts.clock,
             tokens: Arc::new(Tokens::new(secret.as_bytes(), settings.access_ttl_secs)?),
@@ -174,6 +183,7 @@ impl Application {
             shutdown.await;
             state.draining.store(true, Ordering::SeqCst);
             state.signaling.hub.shutdown().await;
+            state.recorder.shutdown().await;
             tracing::info!(drain_secs = drain.as_secs(), "shutdown requested: draining");
             tokio::time::sleep(drain).await;
         };

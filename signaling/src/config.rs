@@ -137,6 +137,23 @@ pub struct Settings {
     /// Default recording retention, days (announced in the join notice).
     #[arg(long, env = "CW_RETENTION_DAYS", default_value_t = 180)]
     pub retention_days: u32,
+    /// Where finished recordings are stored: `file:///dir` (default: `recordings/` in the data
+    /// directory) or `s3://bucket/prefix` (S3-compatible; credentials and endpoint from the
+    /// `AWS_*` environment variables). Segments are spooled locally first.
+    #[arg(long, env = "CW_RECORDINGS_STORE_URL", hide_env_values = true)]
+    pub recordings_store_url: Option<String>,
+    /// Target length of a recording segment file, seconds.
+    #[arg(long, env = "CW_RECORDING_SEGMENT_SECS", default_value_t = 10)]
+    pub recording_segment_secs: u64,
+    /// Agents may list and play the recordings of calls they were members of.
+    #[arg(long, env = "CW_RECORDINGS_AGENT_ACCESS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub recordings_agent_access: bool,
+    /// Longest wait between two upload attempts while the recordings store fails, seconds.
+    #[arg(long, env = "CW_RECORDING_UPLOAD_RETRY_MAX_SECS", default_value_t = 60)]
+    pub recording_upload_retry_max_secs: u64,
+    /// Seconds between two retention sweeps.
+    #[arg(long, env = "CW_RECORDING_SWEEP_SECS", default_value_t = 3600)]
+    pub recording_sweep_secs: u64,
     /// On SIGTERM: seconds to keep serving while `/readyz` says 503, so load balancers move away.
     #[arg(long, env = "CW_DRAIN_SECS", default_value_t = 5)]
     pub drain_secs: u64,
@@ -160,6 +177,7 @@ impl std::fmt::Debug for Settings {
             .field("hours_weekend", &self.hours_weekend)
             .field("secret", &self.secret.as_ref().map(|_| "***"))
             .field("demo", &self.demo)
+            .field("recordings_store_url", &self.recordings_store_url.as_deref().map(redact_url))
             .finish_non_exhaustive()
     }
 }

@@ -7,6 +7,7 @@
 //! - [`domain`]: ids, validated values, policies; no I/O, time passed in;
 //! - [`store`]: the storage trait and its SQLite / PostgreSQL implementations;
 //! - [`auth`]: tokens, password and secret hashing, code delivery;
+//! - [`recorder`]: the audit recorder (relay taps → `recordings`, upload, retention, verify);
 //! - [`app`]: building and running the server; [`config`]: settings; [`demo`]: demo data.
 pub mod api;
 pub mod app;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod queue;
+pub mod recorder;
 pub mod sfu;
 pub mod store;
 pub mod telemetry;

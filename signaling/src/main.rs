@@ -4,6 +4,9 @@ use signaling::config::Settings;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("verify") {
+        std::process::exit(signaling::recorder::cli::run(std::env::args().skip(1)).await);
+    }
     let settings = Settings::parse();
     signaling::telemetry::init(settings.log_format);
     tracing::info!(?settings, "starting");

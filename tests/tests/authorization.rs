@@ -75,6 +75,15 @@ const OPERATIONS: &[&str] = &[
     "GET /api/v1/ratings",
     "GET /api/v1/follow-ups",
     "POST /api/v1/follow-ups/{id}/close",
+    "GET /api/v1/recordings/public-key",
+    "GET /api/v1/recordings",
+    "GET /api/v1/recordings/{id}",
+    "GET /api/v1/recordings/{id}/participants/{participant}/media",
+    "GET /api/v1/recordings/{id}/participants/{participant}/download",
+    "GET /api/v1/recordings/{id}/verify",
+    "GET /api/v1/recording-chain/verify",
+    "PUT /api/v1/recordings/{id}/legal-hold",
+    "DELETE /api/v1/recordings/{id}/legal-hold",
 ];
 
 /// Operations anyone may call without signing in.
@@ -89,6 +98,7 @@ const PUBLIC: &[&str] = &[
     "GET /api/v1/matter-classes",
     "GET /api/v1/matters",
     "GET /api/v1/matters/{code}",
+    "GET /api/v1/recordings/public-key",
 ];
 
 /// Operations among [`OPERATIONS`] that change something but read no body.
@@ -103,7 +113,8 @@ const NO_BODY: &[&str] = &[
 ];
 
 /// Operations on one case, document, ticket or follow-up, whose role and ownership rules are
-/// tested in their own suites (tests/tests/cases.rs, tests/tests/queue.rs), where the objects
+/// tested in their own suites (tests/tests/cases.rs, tests/tests/queue.rs,
+/// signaling/tests/recordings.rs), where the objects
 /// they need are made; the matrix below covers the rest.
 const COVERED_BY_FEATURE_SUITES: &[&str] = &[
     "POST /api/v1/queue/tickets",
@@ -127,6 +138,14 @@ const COVERED_BY_FEATURE_SUITES: &[&str] = &[
     "GET /api/v1/cases/{id}/documents/{doc}/thumbnail",
     "POST /api/v1/ratings",
     "POST /api/v1/follow-ups/{id}/close",
+    "GET /api/v1/recordings",
+    "GET /api/v1/recordings/{id}",
+    "GET /api/v1/recordings/{id}/participants/{participant}/media",
+    "GET /api/v1/recordings/{id}/participants/{participant}/download",
+    "GET /api/v1/recordings/{id}/verify",
+    "GET /api/v1/recording-chain/verify",
+    "PUT /api/v1/recordings/{id}/legal-hold",
+    "DELETE /api/v1/recordings/{id}/legal-hold",
 ];
 
 /// Every role a token can carry.

@@ -15,6 +15,7 @@ pub mod matters;
 pub mod people;
 pub mod queue;
 pub mod ratings;
+pub mod recordings;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderName, StatusCode};
@@ -114,6 +115,14 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(ratings::create_rating, ratings::list_ratings))
         .routes(routes!(ratings::list_follow_ups))
         .routes(routes!(ratings::close_follow_up))
+        .routes(routes!(recordings::public_key))
+        .routes(routes!(recordings::list_recordings))
+        .routes(routes!(recordings::get_recording))
+        .routes(routes!(recordings::play))
+        .routes(routes!(recordings::download))
+        .routes(routes!(recordings::verify_one))
+        .routes(routes!(recordings::verify_all))
+        .routes(routes!(recordings::set_hold, recordings::clear_hold))
 }
 
 /// The OpenAPI document.

@@ -319,6 +319,28 @@ impl Relay {
         }
     }
 
+    /// Asks `participant_id`'s published video tracks in `call_id` for a keyframe (a PLI, rate
+    /// limited per track like subscribers' requests). The recorder uses it when a segment is
+    /// about to roll over. False when the participant is not here or publishes no video. Call
+    /// it inside the tokio runtime.
+    pub fn request_keyframe(&self, call_id: Uuid, participant_id: Uuid) -> bool {
+        let Some(p) = self.shared.member(call_id, participant_id) else { return false };
+        let mut any = false;
+        for up in p.published() {
+            if up.info.kind == MediaKind::Video && !up.is_ended() {
+                up.request_keyframe();
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// A handle that does not keep the relay alive (for the recorder, which the relay's own
+    /// configuration holds).
+    pub fn downgrade(&self) -> WeakRelay {
+        WeakRelay(Arc::downgrade(&self.shared))
+    }
+
     /// How many participants are connected to a call.
     pub fn participant_count(&self, call_id: Uuid) -> usize {
         let calls = self.shared.calls.lock().unwrap_or_else(PoisonError::into_inner);
@@ -340,5 +362,22 @@ impl Relay {
             keyframe_requests: c.keyframe_requests.load(Ordering::Relaxed),
             connections_alive: c.connections_alive.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// A [`Relay`] reference that does not keep it alive.
+#[derive(Clone, Default)]
+pub struct WeakRelay(std::sync::Weak<RelayShared>);
+
+impl std::fmt::Debug for WeakRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeakRelay").field("alive", &(self.0.strong_count() > 0)).finish()
+    }
+}
+
+impl WeakRelay {
+    /// The relay, if it still exists.
+    pub fn upgrade(&self) -> Option<Relay> {
+        self.0.upgrade().map(|shared| Relay { shared })
     }
 }

@@ -16,10 +16,12 @@ pub mod blobs;
 pub mod calls;
 pub mod cases;
 pub mod queue;
+pub mod recordings;
 mod sql;
 pub use calls::{CallEvent, CallStore};
 pub use cases::CaseStore;
 pub use queue::QueueStore;
+pub use recordings::RecordingStore;
 pub use sql::{PgStore, SqliteStore};
 
 /// A storage failure.
@@ -106,7 +108,7 @@ pub struct Pairing {
 
 /// Everything the server stores. Implementations: [`SqliteStore`], [`PgStore`].
 #[async_trait]
-pub trait Store: CallStore + QueueStore + CaseStore + Send + Sync + 'static {
+pub trait Store: CallStore + QueueStore + CaseStore + RecordingStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// Checks the database answers (readiness).

@@ -166,6 +166,18 @@ impl Hub {
         self.ice_servers()
     }
 
+    /// The recording notice for a call: the retention the recorder will apply (the call's
+    /// matter's, else the default).
+    async fn notice_for(&self, call: Option<&crate::domain::call::Call>) -> RecordingNotice {
+        let mut n = self.notice();
+        if let Some(code) = call.and_then(|c| c.matter_code.as_deref()) {
+            if let Ok(Some(m)) = self.store.matter(code).await {
+                n.retention_days = m.spec.retention_days.unwrap_or(n.retention_days);
+            }
+        }
+        n
+    }
+
     fn notice(&self) -> RecordingNotice {
         RecordingNotice {
             recorded: true,
@@ -249,7 +261,7 @@ impl Hub {
                 participants: others,
                 ice_servers: self.ice_servers(),
                 ice_transport_policy: IceTransportPolicy::All,
-                recording: self.notice(),
+                recording: self.notice_for(stored.as_ref()).await,
             },
             reply_to,
         );

@@ -102,6 +102,13 @@ pub struct ClientState {
     keyframe_wanted: AtomicBool,
 }
 
+impl ClientState {
+    /// Makes the next generated video frame a keyframe.
+    pub fn want_keyframe(&self) {
+        self.keyframe_wanted.store(true, Ordering::Release);
+    }
+}
+
 async fn answer_relay_offer(
     pc: &Arc<dyn PeerConnection>,
     participant: &Participant,
@@ -113,9 +120,9 @@ async fn answer_relay_offer(
     participant.handle_answer(answer).await.map_err(|e| format!("relay applies answer: {e}"))
 }
 
-struct ClientHandler {
-    state: Arc<ClientState>,
-    candidates: mpsc::UnboundedSender<RTCIceCandidateInit>,
+pub struct ClientHandler {
+    pub state: Arc<ClientState>,
+    pub candidates: mpsc::UnboundedSender<RTCIceCandidateInit>,
 }
 
 /// Whether a VP8 RTP payload starts a keyframe (descriptor S=1, PID=0, then P bit 0).
@@ -199,7 +206,7 @@ pub fn vp8_codec() -> RTCRtpCodec {
     }
 }
 
-fn local_track(kind: RtpCodecKind, codec: RTCRtpCodec, ssrc: u32, stream: &str) -> Arc<TrackLocalStaticRTP> {
+pub fn local_track(kind: RtpCodecKind, codec: RTCRtpCodec, ssrc: u32, stream: &str) -> Arc<TrackLocalStaticRTP> {
     let k = if kind == RtpCodecKind::Audio { "audio" } else { "video" };
     Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
         stream.to_owned(),
@@ -242,7 +249,7 @@ pub struct Client {
     tasks: Vec<JoinHandle<()>>,
 }
 
-async fn client_pc(
+pub async fn client_pc(
     handler: Arc<ClientHandler>,
 ) -> Arc<dyn PeerConnection> {
     let mut me = MediaEngine::default();
@@ -444,7 +451,7 @@ impl Drop for Client {
 
 /// Sends 50 audio packets/s and 30 video frames/s. A video frame is a keyframe only when
 /// requested (and the very first frame).
-async fn generate_media(
+pub async fn generate_media(
     audio: Arc<TrackLocalStaticRTP>,
     video: Arc<TrackLocalStaticRTP>,
     state: Arc<ClientState>,
