@@ -246,7 +246,24 @@ async fn killing_the_server_mid_call_leaves_finished_segments_playable_and_verif
     let resident = tokens.issue(resident_id, Role::Resident, None, now);
     let a = WsParticipant::join(server.addr, &agent, call).await;
     let r = WsParticipant::join(server.addr, &resident, call).await;
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    // Let each participant finish a few segments (bounded: a loaded machine is slower).
+    let data_dir = std::fs::canonicalize(&dir).unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let files: Vec<PathBuf> = files_with(&data_dir.join("recordings-spool/recordings"), ".webm")
+            .into_iter()
+            .chain(files_with(&data_dir.join("recordings/recordings"), ".webm"))
+            .collect();
+        let mut per_participant = std::collections::HashMap::new();
+        for f in &files {
+            *per_participant.entry(f.parent().map(PathBuf::from)).or_insert(0) += 1;
+        }
+        let ready = per_participant.values().filter(|n| **n >= 2).count() >= 2;
+        if (ready && started.elapsed() >= Duration::from_secs(5)) || started.elapsed() > Duration::from_secs(40) {
+            break;
+        }
+    }
 
     // SIGKILL mid-call: no chance to finish anything.
     let key = std::fs::read_to_string(dir.join("recording-signing.key")).unwrap();
