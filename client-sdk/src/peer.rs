@@ -43,6 +43,10 @@ use crate::media::{Outbound, Publisher, PT_OPUS, PT_VP8};
 
 const PT_VP8_RTX: u8 = 97;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// ICE connectivity-check interval while connecting.
+const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(50);
+/// Binding requests per candidate pair (28 × 50 ms = the crate's default budget of 1.4 s).
+const ICE_MAX_BINDING_REQUESTS: u16 = 28;
 
 /// What the connection tells the driver.
 pub(crate) enum PeerEvent {
@@ -338,6 +342,13 @@ impl Peer {
         let registry = registry.with(Slot::from(14_000), KeyframeRequestMarker::default());
         let settings = SettingEngineBuilder::new()
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+            // The server's binding requests usually arrive before its trickled candidates, so
+            // its address is first learned as peer-reflexive; the crate would then wait 1 s
+            // before nominating that pair. The server is the only peer: nominate at once.
+            .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+            // Checks every 50 ms (same 1.4 s budget as the default 7 × 200 ms): the first
+            // DTLS flight otherwise waits for the next 200 ms tick of the connection's driver.
+            .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_MAX_BINDING_REQUESTS))
             .build();
         let servers = ice_servers
             .iter()

@@ -245,3 +245,4 @@ impl TestApp {
         self.resident_login(phone).await["access_token"].as_str().unwrap().to_string()
     }
 }
+pub mod party;

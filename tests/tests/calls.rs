@@ -2,180 +2,21 @@
 //! exchanging real media over loopback. Run inside a loopback-only network namespace (see
 //! `scripts/test`); every test is bounded by a timeout.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use client_sdk::{
-    Call, CallConfig, CallEvent, CallId, EndCause, EndReason, ErrorCode, LeaveReason, MediaKind, ParticipantId,
+    Call, CallConfig, CallEvent, CallId, EndCause, EndReason, ErrorCode, LeaveReason,
     ReconnectCause, Scenario, VideoSource,
 };
 use futures_util::{SinkExt, StreamExt};
+use integration_tests::party::{open_call, sign_in, wait_for, Party};
 use integration_tests::{spawn_app, spawn_app_on, Backend, TestApp};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Tests that measure the whole process (open files) run alone; the others share.
 static GATE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
-
-/// What one client received from one publisher.
-#[derive(Debug, Default, Clone)]
-struct Received {
-    audio: u64,
-    video: u64,
-    keyframes: u64,
-}
-
-/// The events of one SDK client, kept for assertions, and its media counters.
-#[derive(Default)]
-struct Seen {
-    events: Mutex<Vec<String>>,
-    chats: Mutex<Vec<(String, bool)>>,
-    left: Mutex<Vec<(ParticipantId, LeaveReason)>>,
-    ended: Mutex<Option<EndCause>>,
-    received: Mutex<HashMap<ParticipantId, Received>>,
-    recording_notice: Mutex<Option<String>>,
-}
-
-struct Party {
-    call: Option<Call>,
-    seen: Arc<Seen>,
-    id: ParticipantId,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Party {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Party {
-    async fn join(config: CallConfig) -> Party {
-        let (call, mut events) = Call::join(config).await.expect("join");
-        let seen = Arc::new(Seen::default());
-        let s = seen.clone();
-        let task = tokio::spawn(async move {
-            while let Some(ev) = events.recv().await {
-                let line = match &ev {
-                    CallEvent::RemoteTrack(t) => format!("track {:?} {}", t.kind, t.participant_id),
-                    other => format!("{other:?}"),
-                };
-                s.events.lock().unwrap().push(line);
-                match ev {
-                    CallEvent::Joined { recording, .. } => {
-                        *s.recording_notice.lock().unwrap() = Some(recording.notice_zh.clone());
-                    }
-                    CallEvent::RemoteTrack(mut track) => {
-                        let s = s.clone();
-                        tokio::spawn(async move {
-                            while let Some(p) = track.packets.recv().await {
-                                let mut rec = s.received.lock().unwrap();
-                                let r = rec.entry(track.participant_id).or_default();
-                                match track.kind {
-                                    MediaKind::Audio => r.audio += 1,
-                                    MediaKind::Video => {
-                                        r.video += 1;
-                                        r.keyframes += u64::from(p.is_vp8_keyframe());
-                                    }
-                                }
-                            }
-                        });
-                    }
-                    CallEvent::Chat(m) => s.chats.lock().unwrap().push((m.text, m.own)),
-                    CallEvent::ParticipantLeft { participant_id, reason } => {
-                        s.left.lock().unwrap().push((participant_id, reason))
-                    }
-                    CallEvent::Ended { cause } => *s.ended.lock().unwrap() = Some(cause),
-                    _ => {}
-                }
-            }
-        });
-        let id = call.participant_id();
-        Party {
-            call: Some(call),
-            seen,
-            id,
-            task,
-        }
-    }
-
-    fn call(&self) -> &Call {
-        self.call.as_ref().expect("still in the call")
-    }
-
-    fn from(&self, other: &Party) -> Received {
-        self.seen
-            .received
-            .lock()
-            .unwrap()
-            .get(&other.id)
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    fn saw(&self, needle: &str) -> bool {
-        self.seen.events.lock().unwrap().iter().any(|e| e.contains(needle))
-    }
-
-    fn chats(&self) -> Vec<(String, bool)> {
-        self.seen.chats.lock().unwrap().clone()
-    }
-
-    fn receives_media_from(&self, other: &Party) -> bool {
-        let r = self.from(other);
-        r.audio >= 10 && r.video >= 10 && r.keyframes >= 1
-    }
-
-    fn events(&self) -> String {
-        self.seen.events.lock().unwrap().join("\n")
-    }
-}
-
-/// Waits until `cond` holds, polling; panics with `what` after `limit`.
-async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Signs in; returns the access token and the subject id.
-async fn sign_in(app: &TestApp, who: &str) -> (String, String) {
-    let body = if who.starts_with("138") {
-        app.resident_login(who).await
-    } else {
-        let r = app
-            .call(
-                "POST",
-                "/api/v1/auth/staff/login",
-                None,
-                Some(json!({"username": who, "password": signaling::demo::DEMO_PASSWORD})),
-            )
-            .await;
-        assert_eq!(r.status, 200, "{}", r.body);
-        r.body
-    };
-    (
-        body["access_token"].as_str().unwrap().to_owned(),
-        body["subject"].as_str().unwrap().to_owned(),
-    )
-}
-
-/// An agent opens a call with a resident.
-async fn open_call(app: &TestApp, agent_token: &str, resident_id: &str) -> CallId {
-    let r = app
-        .call(
-            "POST",
-            "/api/v1/calls",
-            Some(agent_token),
-            Some(json!({"resident_id": resident_id})),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    r.body["id"].as_str().unwrap().parse().unwrap()
-}
 
 fn config(app: &TestApp, token: &str, call: CallId) -> CallConfig {
     CallConfig::new(&app.base, token, call).with_video(Some(VideoSource::TestPattern {

@@ -145,6 +145,69 @@ pub struct Queue {
     notify: Notify,
     local: Mutex<Local>,
     cache: Mutex<Cache>,
+    takes: Arc<TakeCommits>,
+}
+
+type TakeReply = tokio::sync::oneshot::Sender<Result<(Ticket, bool), StoreError>>;
+
+/// Group commit of takes: concurrent takes wait in `pending`; one committer task at a time
+/// stores everything pending in one transaction (one fsync for the batch instead of one per
+/// ticket) and answers each. The committer runs as its own task, so a take whose caller goes
+/// away (a dropped HTTP request) never strands the others.
+#[derive(Default)]
+struct TakeCommits {
+    pending: Mutex<Vec<(NewTicket, Millis, TakeReply)>>,
+    /// Held while a batch commits; the next batch forms meanwhile.
+    writer: tokio::sync::Mutex<()>,
+}
+
+impl TakeCommits {
+    /// Most tickets in one transaction.
+    const MAX_BATCH: usize = 256;
+
+    async fn commit(self: Arc<Self>, store: Arc<dyn Store>, n: NewTicket, now: Millis) -> Result<(Ticket, bool), StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let lead = {
+            let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            p.push((n, now, tx));
+            p.len() == 1
+        };
+        if lead {
+            let me = self.clone();
+            tokio::spawn(async move { me.run(store).await });
+        }
+        rx.await.map_err(|_| StoreError::Db("the take committer stopped".into()))?
+    }
+
+    async fn run(&self, store: Arc<dyn Store>) {
+        let _writer = self.writer.lock().await;
+        loop {
+            let batch: Vec<_> = {
+                let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+                let n = p.len().min(Self::MAX_BATCH);
+                p.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                return;
+            }
+            let items: Vec<(NewTicket, Millis)> = batch.iter().map(|(n, at, _)| (n.clone(), *at)).collect();
+            match store.create_tickets(&items).await {
+                Ok(out) => {
+                    for ((_, _, reply), r) in batch.into_iter().zip(out) {
+                        let _ = reply.send(Ok(r));
+                    }
+                }
+                // The batch failed as a whole: each on its own, so one bad take fails alone.
+                Err(_) => {
+                    for (n, at, reply) in batch {
+                        let _ = reply.send(store.create_ticket(&n, at).await);
+                    }
+                }
+            }
+            // Takes that arrived while this batch committed found `pending` non-empty and did
+            // not start a committer: this one goes on with them.
+        }
+    }
 }
 
 fn wire<T: serde::de::DeserializeOwned>(s: &str) -> Option<T> {
@@ -193,6 +256,7 @@ impl Queue {
             notify: Notify::new(),
             local: Mutex::new(Local::default()),
             cache: Mutex::new(Cache::default()),
+            takes: Arc::default(),
         }))
     }
 
@@ -391,7 +455,8 @@ impl Queue {
             done_at: None,
         };
         let prefix = policy::ticket_prefix(&matter.class);
-        let out = self.store.create_ticket(&NewTicket { ticket, prefix, dedupe_key: req.dedupe_key }, now).await?;
+        let new = NewTicket { ticket, prefix, dedupe_key: req.dedupe_key };
+        let out = self.takes.clone().commit(self.store.clone(), new, now).await?;
         if out.1 {
             self.wake();
         }
@@ -533,37 +598,32 @@ impl Queue {
         let staff = self.store.staff_by_id(StaffId(s.subject)).await.map_err(internal)?.ok_or_else(|| Refusal(ErrorCode::Forbidden, "unknown agent".into()))?;
         self.local().skills.insert(s.subject, staff.skills.clone());
         self.local().was_available.remove(&s.subject);
-        let now = self.clock.now_ms();
         if status == Presence::Available {
-            // A call that just ended moves to wrap-up first (the tick would do it a moment later).
-            self.store.start_wrap_ups(now).await.map_err(internal)?;
-        }
-        let mut current = self.store.presence(s.subject).await.map_err(internal)?;
-        // Another node may be moving the ended call to wrap-up right now (its rows are locked
-        // and skipped here): give it a moment before refusing.
-        let mut tries = 0;
-        while status == Presence::Available && current.as_ref().is_some_and(|p| p.status == Presence::OnCall) && tries < 40 {
-            tries += 1;
-            tokio::time::sleep(Duration::from_millis(25)).await;
-            self.store.start_wrap_ups(self.clock.now_ms()).await.map_err(internal)?;
-            current = self.store.presence(s.subject).await.map_err(internal)?;
-        }
-        if current.as_ref().is_some_and(|p| p.status == Presence::OnCall) && status == Presence::Available {
-            return Err(Refusal(ErrorCode::Forbidden, "you are in a call; end it first".into()));
-        }
-        if status == Presence::Available {
-            // Ends a wrap-up: the ticket is done.
-            for t in self.store.finish_wrap_ups(s.subject, now).await.map_err(internal)? {
+            // One transaction: a call that just ended goes to wrap-up, wrap-ups are done, the
+            // agent is available. Another node may be moving the ended call to wrap-up right
+            // now (its rows are locked and skipped here): give it a moment before refusing.
+            let mut tries = 0;
+            let (p, done) = loop {
+                if let Some(out) = self.store.make_available(s.subject, self.node, self.clock.now_ms()).await.map_err(internal)? {
+                    break out;
+                }
+                tries += 1;
+                if tries >= 40 {
+                    return Err(Refusal(ErrorCode::Forbidden, "you are in a call; end it first".into()));
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            };
+            for t in done {
                 self.push_ticket(&t, None, None, true);
             }
+            self.tell_presence(&p);
         } else {
             self.withdraw_offers_of(s.subject, WithdrawReason::AgentUnavailable).await;
+            self.put_presence(s.subject, status, reason).await.map_err(internal)?;
         }
-        let p = self.put_presence(s.subject, status, reason).await.map_err(internal)?;
         // The answer to the request is the presence update itself (sent above); mark the
         // request done.
         s.send(ServerMessage::Ack {}, reply_to);
-        let _ = p;
         self.wake();
         Ok(())
     }

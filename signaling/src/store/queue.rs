@@ -152,6 +152,9 @@ pub trait QueueStore: Send + Sync {
     /// With a `dedupe_key` already used, or while the resident has an active ticket for the same
     /// matter, returns that ticket instead and `false`.
     async fn create_ticket(&self, t: &NewTicket, now: Millis) -> StoreResult<(Ticket, bool)>;
+    /// Several [`QueueStore::create_ticket`]s (each with its own time) in one transaction, one
+    /// commit: the group commit behind concurrent takes. All or none are stored.
+    async fn create_tickets(&self, batch: &[(NewTicket, Millis)]) -> StoreResult<Vec<(Ticket, bool)>>;
     /// A ticket.
     async fn ticket(&self, id: Uuid) -> StoreResult<Option<Ticket>>;
     /// Tickets a subject took or that are for them (resident), newest first.
@@ -181,6 +184,10 @@ pub trait QueueStore: Send + Sync {
     async fn start_wrap_ups(&self, now: Millis) -> StoreResult<Vec<Ticket>>;
     /// An agent's `wrap_up` tickets become `done` (the agent is ready again).
     async fn finish_wrap_ups(&self, agent: Uuid, now: Millis) -> StoreResult<Vec<Ticket>>;
+    /// An agent becomes `available`, in one transaction: their tickets whose call ended go to
+    /// wrap-up, their wrap-ups become `done`, and their presence is set (idle time kept if they
+    /// were available already). `None` (nothing changed) while they are still on a call.
+    async fn make_available(&self, agent: Uuid, node: Uuid, now: Millis) -> StoreResult<Option<(AgentPresence, Vec<Ticket>)>>;
     /// Wrap-ups longer than `max_ms` become `done` and their agents `available`.
     async fn finish_long_wrap_ups(&self, now: Millis, max_ms: i64) -> StoreResult<Vec<Ticket>>;
     /// Appointments whose slot has come join the queue.
@@ -399,22 +406,13 @@ macro_rules! queue_store {
                 Ok(())
             }
 
-            async fn tickets_where(&self, cond: &str, bind: Option<Uuid>, limit: u32) -> StoreResult<Vec<Ticket>> {
-                let sql = format!("SELECT {TICKET_COLS} FROM tickets WHERE {cond} LIMIT {limit}");
-                let mut q = sqlx::query_as::<_, TicketRow>(&sql);
-                if let Some(b) = bind {
-                    q = q.bind(b);
-                }
-                let rows = q.fetch_all(&self.pool).await?;
-                rows.into_iter().map(TryInto::try_into).collect()
-            }
-        }
-
-        #[async_trait]
-        impl QueueStore for $name {
-            async fn create_ticket(&self, n: &NewTicket, now: Millis) -> StoreResult<(Ticket, bool)> {
+            /// One ticket inside a transaction (see [`QueueStore::create_ticket`]).
+            async fn create_ticket_in(
+                tx: &mut <<Self as QueueBackend>::Db as sqlx::Database>::Connection,
+                n: &NewTicket,
+                now: Millis,
+            ) -> StoreResult<(Ticket, bool)> {
                 let t = &n.ticket;
-                let mut tx = $begin(&self.pool).await?;
                 // Idempotency: the same key, or an active ticket of the resident for the matter.
                 let existing: Option<TicketRow> = sqlx::query_as(&format!(
                     "SELECT {TICKET_COLS} FROM tickets WHERE dedupe_key = $1 OR (resident_id = $2 AND matter_code = $3 \
@@ -427,7 +425,6 @@ macro_rules! queue_store {
                 .fetch_optional(&mut *tx)
                 .await?;
                 if let Some(row) = existing {
-                    tx.rollback().await?;
                     return Ok((row.try_into()?, false));
                 }
                 let day = day_of(now);
@@ -465,8 +462,86 @@ macro_rules! queue_store {
                 .await?;
                 Self::event_in(&mut *tx, t.id, None, t.state, "taken", Some(t.taken_by), serde_json::json!({"channel": t.channel, "ticket_no": no}), now).await?;
                 let stored = Self::ticket_in(&mut *tx, t.id).await?.ok_or(StoreError::NotFound)?;
-                tx.commit().await?;
                 Ok((stored, true))
+            }
+
+            /// An agent's wrap-ups become `done`, inside a transaction.
+            async fn finish_wrap_ups_in(
+                tx: &mut <<Self as QueueBackend>::Db as sqlx::Database>::Connection,
+                agent: Uuid,
+                now: Millis,
+            ) -> StoreResult<Vec<Ticket>> {
+                let rows: Vec<TicketRow> = sqlx::query_as(&format!(
+                    "SELECT {TICKET_COLS} FROM tickets WHERE agent_id = $1 AND state = 'wrap_up'{}",
+                    $lock
+                ))
+                .bind(agent)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let mut t: Ticket = row.try_into()?;
+                    sqlx::query("UPDATE tickets SET state = 'done', done_at = $1 WHERE id = $2")
+                        .bind(now)
+                        .bind(t.id)
+                        .execute(&mut *tx)
+                        .await?;
+                    Self::event_in(&mut *tx, t.id, Some(TicketState::WrapUp), TicketState::Done, "wrap_up_done", Some(agent), serde_json::json!({}), now).await?;
+                    t.state = TicketState::Done;
+                    t.done_at = Some(now);
+                    out.push(t);
+                }
+                Ok(out)
+            }
+
+            async fn upsert_presence_in(
+                tx: &mut <<Self as QueueBackend>::Db as sqlx::Database>::Connection,
+                p: &AgentPresence,
+            ) -> StoreResult<()> {
+                sqlx::query(&format!(
+                    "INSERT INTO agent_presence ({PRESENCE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (agent_id) DO UPDATE SET status = $2, reason = $3, since = $4, idle_since = $5, node = $6, last_seen = $7"
+                ))
+                .bind(p.agent_id)
+                .bind(p.status.as_str())
+                .bind(&p.reason)
+                .bind(p.since)
+                .bind(p.idle_since)
+                .bind(p.node)
+                .bind(p.last_seen)
+                .execute(&mut *tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn tickets_where(&self, cond: &str, bind: Option<Uuid>, limit: u32) -> StoreResult<Vec<Ticket>> {
+                let sql = format!("SELECT {TICKET_COLS} FROM tickets WHERE {cond} LIMIT {limit}");
+                let mut q = sqlx::query_as::<_, TicketRow>(&sql);
+                if let Some(b) = bind {
+                    q = q.bind(b);
+                }
+                let rows = q.fetch_all(&self.pool).await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+        }
+
+        #[async_trait]
+        impl QueueStore for $name {
+            async fn create_ticket(&self, n: &NewTicket, now: Millis) -> StoreResult<(Ticket, bool)> {
+                let mut tx = $begin(self).await?;
+                let out = Self::create_ticket_in(&mut *tx, n, now).await?;
+                tx.commit().await?;
+                Ok(out)
+            }
+
+            async fn create_tickets(&self, batch: &[(NewTicket, Millis)]) -> StoreResult<Vec<(Ticket, bool)>> {
+                let mut tx = $begin(self).await?;
+                let mut out = Vec::with_capacity(batch.len());
+                for (n, now) in batch {
+                    out.push(Self::create_ticket_in(&mut *tx, n, *now).await?);
+                }
+                tx.commit().await?;
+                Ok(out)
             }
 
             async fn ticket(&self, id: Uuid) -> StoreResult<Option<Ticket>> {
@@ -509,7 +584,7 @@ macro_rules! queue_store {
                 if claims.is_empty() {
                     return Ok(Vec::new());
                 }
-                let mut tx = $begin(&self.pool).await?;
+                let mut tx = $begin(self).await?;
                 let mut made = Vec::new();
                 for c in claims {
                     let agent_free: Option<(Uuid,)> = sqlx::query_as(concat!(
@@ -548,7 +623,7 @@ macro_rules! queue_store {
             }
 
             async fn accept_offer(&self, offer_id: Uuid, agent: Uuid, call: &Call, members: &[Member], now: Millis) -> StoreResult<AcceptOutcome> {
-                let mut tx = $begin(&self.pool).await?;
+                let mut tx = $begin(self).await?;
                 let done = sqlx::query(
                     "UPDATE tickets SET state = 'in_call', agent_id = $1, call_id = $2, answered_at = $3, offer_expires_at = NULL \
                      WHERE offer_id = $4 AND offered_to = $1 AND state = 'offered' AND offer_expires_at > $3",
@@ -602,7 +677,7 @@ macro_rules! queue_store {
             }
 
             async fn return_offer(&self, offer_id: Uuid, agent: Uuid, cause: &str, now: Millis) -> StoreResult<Option<Ticket>> {
-                let mut tx = $begin(&self.pool).await?;
+                let mut tx = $begin(self).await?;
                 let row: Option<TicketRow> = sqlx::query_as(&format!(
                     "SELECT {TICKET_COLS} FROM tickets WHERE offer_id = $1 AND offered_to = $2 AND state = 'offered'{}",
                     $lock
@@ -631,7 +706,7 @@ macro_rules! queue_store {
             }
 
             async fn expire_offers(&self, now: Millis) -> StoreResult<Vec<Ticket>> {
-                let mut tx = $begin(&self.pool).await?;
+                let mut tx = $begin(self).await?;
                 let rows: Vec<TicketRow> = sqlx::query_as(&format!(
                     "SELECT {TICKET_COLS} FROM tickets WHERE state = 'offered' AND offer_expires_at <= $1{}",
                     $lock
@@ -669,7 +744,7 @@ macro_rules! queue_store {
             }
 
             async fn transition(&self, id: Uuid, from: &[TicketState], to: TicketState, cause: &str, actor: Option<Uuid>, now: Millis) -> StoreResult<Option<Ticket>> {
-                let mut tx = $begin(&self.pool).await?;
+                let mut tx = $begin(self).await?;
                 let row: Option<(String,)> = sqlx::query_as(&format!(
                     "SELECT state FROM tickets WHERE id = $1 AND state IN ({}){}",
                     states_sql(from),
@@ -709,7 +784,7 @@ macro_rules! queue_store {
             }
 
             async fn start_wrap_ups(&self, now: Millis) -> StoreResult<Vec<Ticket>> {
-                let mut tx = $begin(&self.pool).await?;
+                let mut tx = $begin(self).await?;
                 let rows: Vec<TicketRow> = sqlx::query_as(&format!(
                     "SELECT {} FROM tickets t WHERE t.state = 'in_call' AND EXISTS \
                      (SELECT 1 FROM calls c WHERE c.id = t.call_id AND c.state = 'ended'){}",
@@ -743,29 +818,59 @@ macro_rules! queue_store {
             }
 
             async fn finish_wrap_ups(&self, agent: Uuid, now: Millis) -> StoreResult<Vec<Ticket>> {
-                let mut tx = $begin(&self.pool).await?;
-                let rows: Vec<TicketRow> = sqlx::query_as(&format!(
-                    "SELECT {TICKET_COLS} FROM tickets WHERE agent_id = $1 AND state = 'wrap_up'{}",
-                    $lock
+                let mut tx = $begin(self).await?;
+                let out = Self::finish_wrap_ups_in(&mut *tx, agent, now).await?;
+                tx.commit().await?;
+                Ok(out)
+            }
+
+            async fn make_available(&self, agent: Uuid, node: Uuid, now: Millis) -> StoreResult<Option<(AgentPresence, Vec<Ticket>)>> {
+                let mut tx = $begin(self).await?;
+                // Their calls that ended: wrap-up first (what the dispatcher's tick would do).
+                let ended: Vec<(Uuid, Option<Uuid>)> = sqlx::query_as(&format!(
+                    "SELECT t.id, t.call_id FROM tickets t WHERE t.agent_id = $1 AND t.state = 'in_call' AND EXISTS \
+                     (SELECT 1 FROM calls c WHERE c.id = t.call_id AND c.state = 'ended'){}",
+                    if $lock.is_empty() { "" } else { " FOR UPDATE OF t SKIP LOCKED" }
                 ))
                 .bind(agent)
                 .fetch_all(&mut *tx)
                 .await?;
-                let mut out = Vec::new();
-                for row in rows {
-                    let mut t: Ticket = row.try_into()?;
-                    sqlx::query("UPDATE tickets SET state = 'done', done_at = $1 WHERE id = $2")
+                for (id, call) in &ended {
+                    sqlx::query("UPDATE tickets SET state = 'wrap_up', wrap_up_at = $1 WHERE id = $2 AND state = 'in_call'")
                         .bind(now)
-                        .bind(t.id)
+                        .bind(id)
                         .execute(&mut *tx)
                         .await?;
-                    Self::event_in(&mut *tx, t.id, Some(TicketState::WrapUp), TicketState::Done, "wrap_up_done", Some(agent), serde_json::json!({}), now).await?;
-                    t.state = TicketState::Done;
-                    t.done_at = Some(now);
-                    out.push(t);
+                    Self::event_in(&mut *tx, *id, Some(TicketState::InCall), TicketState::WrapUp, "call_ended", None, serde_json::json!({"call_id": call}), now).await?;
                 }
+                if !ended.is_empty() {
+                    sqlx::query("UPDATE agent_presence SET status = 'wrap_up', reason = NULL, since = $1 WHERE agent_id = $2 AND status = 'on_call'")
+                        .bind(now)
+                        .bind(agent)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let prev: Option<PresenceRow> = sqlx::query_as(&format!(
+                    "SELECT {PRESENCE_COLS} FROM agent_presence WHERE agent_id = $1{}",
+                    if $lock.is_empty() { "" } else { " FOR UPDATE" }
+                ))
+                .bind(agent)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let prev: Option<AgentPresence> = prev.map(TryInto::try_into).transpose()?;
+                if prev.as_ref().is_some_and(|p| p.status == Presence::OnCall) {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+                let done = Self::finish_wrap_ups_in(&mut *tx, agent, now).await?;
+                let idle_since = match &prev {
+                    Some(p) if p.status == Presence::Available => p.idle_since,
+                    _ => now,
+                };
+                let p = AgentPresence { agent_id: agent, status: Presence::Available, reason: None, since: now, idle_since, node: Some(node), last_seen: now };
+                Self::upsert_presence_in(&mut *tx, &p).await?;
                 tx.commit().await?;
-                Ok(out)
+                Ok(Some((p, done)))
             }
 
             async fn finish_long_wrap_ups(&self, now: Millis, max_ms: i64) -> StoreResult<Vec<Ticket>> {
@@ -776,7 +881,7 @@ macro_rules! queue_store {
                 for t in long {
                     if let Some(a) = t.agent_id {
                         let done = self.finish_wrap_ups(a, now).await?;
-                        let mut tx = $begin(&self.pool).await?;
+                        let mut tx = $begin(self).await?;
                         sqlx::query("UPDATE agent_presence SET status = 'available', reason = NULL, since = $1, idle_since = $1 WHERE agent_id = $2 AND status = 'wrap_up'")
                             .bind(now)
                             .bind(a)
@@ -838,20 +943,8 @@ macro_rules! queue_store {
             }
 
             async fn put_presence(&self, p: &AgentPresence) -> StoreResult<()> {
-                sqlx::query(&format!(
-                    "INSERT INTO agent_presence ({PRESENCE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                     ON CONFLICT (agent_id) DO UPDATE SET status = $2, reason = $3, since = $4, idle_since = $5, node = $6, last_seen = $7"
-                ))
-                .bind(p.agent_id)
-                .bind(p.status.as_str())
-                .bind(&p.reason)
-                .bind(p.since)
-                .bind(p.idle_since)
-                .bind(p.node)
-                .bind(p.last_seen)
-                .execute(&self.pool)
-                .await?;
-                Ok(())
+                let mut conn = self.pool.acquire().await?;
+                Self::upsert_presence_in(&mut *conn, p).await
             }
 
             async fn presence(&self, agent: Uuid) -> StoreResult<Option<AgentPresence>> {
@@ -944,15 +1037,50 @@ impl QueueBackend for PgStore {
     type Db = sqlx::Postgres;
 }
 
+/// A queue write transaction. On SQLite it also holds this process's writer turn: writers of
+/// one process queue here in order instead of polling SQLite's busy handler (which sleeps in
+/// growing steps of milliseconds and made every write wait behind the others' sleeps); writers
+/// of other processes still meet at SQLite's own lock. Derefs to the connection, like
+/// `sqlx::Transaction`.
+pub(crate) struct WriteTx<DB: sqlx::Database> {
+    tx: sqlx::Transaction<'static, DB>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl<DB: sqlx::Database> std::ops::Deref for WriteTx<DB> {
+    type Target = DB::Connection;
+    fn deref(&self) -> &DB::Connection {
+        &self.tx
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::DerefMut for WriteTx<DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        &mut self.tx
+    }
+}
+
+impl<DB: sqlx::Database> WriteTx<DB> {
+    async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
 /// SQLite: take the write lock at the start (`BEGIN IMMEDIATE`), so a claim never reads a
-/// state another writer is about to change.
-async fn begin_sqlite(pool: &sqlx::SqlitePool) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
-    pool.begin_with("BEGIN IMMEDIATE").await
+/// state another writer is about to change; this process's writers take turns first.
+async fn begin_sqlite(store: &SqliteStore) -> Result<WriteTx<sqlx::Sqlite>, sqlx::Error> {
+    let turn = store.writer.clone().lock_owned().await;
+    let tx = store.pool.begin_with("BEGIN IMMEDIATE").await?;
+    Ok(WriteTx { tx, _turn: Some(turn) })
 }
 
 /// PostgreSQL: an ordinary transaction; rows are claimed with `FOR UPDATE SKIP LOCKED`.
-async fn begin_pg(pool: &sqlx::PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-    pool.begin().await
+async fn begin_pg(store: &PgStore) -> Result<WriteTx<sqlx::Postgres>, sqlx::Error> {
+    Ok(WriteTx { tx: store.pool.begin().await?, _turn: None })
 }
 
 queue_store!(SqliteStore, begin_sqlite, "");
@@ -972,6 +1100,6 @@ impl SqliteStore {
             .busy_timeout(std::time::Duration::from_secs(10));
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, writer: Default::default() })
     }
 }

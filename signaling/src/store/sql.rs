@@ -249,6 +249,11 @@ macro_rules! sql_store {
         #[derive(Clone, Debug)]
         pub struct $name {
             pub(crate) pool: $pool,
+            /// Queue writers of this process take turns here before they open a write
+            /// transaction (SQLite: instead of spinning in the busy handler; see
+            /// `store::queue::WriteTx`). PostgreSQL locks rows and does not use it.
+            #[allow(dead_code)]
+            pub(crate) writer: std::sync::Arc<tokio::sync::Mutex<()>>,
         }
 
         impl $name {
@@ -822,7 +827,7 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, writer: Default::default() })
     }
 }
 
@@ -835,6 +840,6 @@ impl PgStore {
             .connect(url)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(PgStore { pool })
+        Ok(PgStore { pool, writer: Default::default() })
     }
 }

@@ -14,6 +14,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use client_sdk::{AudioSource, Call, CallConfig, CallEvent, MediaKind, VideoSource};
@@ -66,14 +67,34 @@ async fn raw_join(addr: std::net::SocketAddr, token: &str, call: client_sdk::Cal
     Ok(ms)
 }
 
+/// When each stage of the first frame happened, on the agent's side.
+#[derive(Default)]
+struct Stages {
+    participant_joined: Option<Instant>,
+    remote_video_track: Option<Instant>,
+    first_video_packet: Option<Instant>,
+}
+
 /// Keeps reading a client's events (so the SDK never stalls) and reports the first keyframe
-/// packet and the end of that frame on the first remote video track.
-fn watch(mut events: tokio::sync::mpsc::Receiver<CallEvent>, first: Option<oneshot::Sender<(Instant, Instant)>>) {
+/// packet and the end of that frame on the first remote video track, and when the earlier
+/// stages happened (to see where the time goes).
+fn watch(
+    mut events: tokio::sync::mpsc::Receiver<CallEvent>,
+    first: Option<oneshot::Sender<(Instant, Instant)>>,
+    stages: Arc<Mutex<Stages>>,
+) {
     tokio::spawn(async move {
         let mut first = first;
         while let Some(ev) = events.recv().await {
+            if let CallEvent::ParticipantJoined { .. } = &ev {
+                stages.lock().unwrap().participant_joined.get_or_insert_with(Instant::now);
+            }
             if let CallEvent::RemoteTrack(mut track) = ev {
                 let tx = if track.kind == MediaKind::Video { first.take() } else { None };
+                if tx.is_some() {
+                    stages.lock().unwrap().remote_video_track.get_or_insert_with(Instant::now);
+                }
+                let stages = stages.clone();
                 tokio::spawn(async move {
                     let mut tx = tx;
                     let mut kf_at = None;
@@ -81,6 +102,7 @@ fn watch(mut events: tokio::sync::mpsc::Receiver<CallEvent>, first: Option<onesh
                         if tx.is_none() {
                             continue;
                         }
+                        stages.lock().unwrap().first_video_packet.get_or_insert(p.received_at);
                         if kf_at.is_none() && p.is_vp8_keyframe() {
                             kf_at = Some(p.received_at);
                         }
@@ -103,6 +125,10 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
+        if std::env::var("JFF_LOG").is_ok() {
+            // Diagnostics: the server's and the crates' logs (RUST_LOG) with timestamps.
+            signaling::telemetry::init(signaling::config::LogFormat::Text);
+        }
         let calls = env_or("JFF_CALLS", 120);
         let max = Duration::from_secs(env_or("JFF_MAX_SECS", 300));
         let app = integration_tests::spawn_app().await;
@@ -113,6 +139,7 @@ fn main() {
         let mut join_ms = Vec::new();
         let mut kf_ms = Vec::new();
         let mut frame_ms = Vec::new();
+        let (mut pj_ms, mut track_ms, mut pkt_ms) = (Vec::new(), Vec::new(), Vec::new());
         let mut failures = 0u32;
         let started = Instant::now();
         println!("join_first_frame: up to {calls} sequential calls, at most {max:?}");
@@ -142,11 +169,15 @@ fn main() {
                 }
             };
             let (tx, rx) = oneshot::channel();
-            watch(agent_events, Some(tx));
+            let stages = Arc::new(Mutex::new(Stages::default()));
+            watch(agent_events, Some(tx), stages.clone());
             let t0 = Instant::now();
+            if std::env::var("JFF_LOG").is_ok() {
+                eprintln!("call {i}: resident joins at {}", time::OffsetDateTime::now_utc());
+            }
             let resident = match Call::join(media_config(&app.base, &resident_token, call)).await {
                 Ok((c, ev)) => {
-                    watch(ev, None);
+                    watch(ev, None, Arc::default());
                     c
                 }
                 Err(e) => {
@@ -162,6 +193,11 @@ fn main() {
                     join_ms.push(joined);
                     kf_ms.push((kf - t0).as_secs_f64() * 1e3);
                     frame_ms.push((end - t0).as_secs_f64() * 1e3);
+                    let st = stages.lock().unwrap();
+                    let ms = |at: Option<Instant>| at.map_or(f64::NAN, |a| (a - t0).as_secs_f64() * 1e3);
+                    pj_ms.push(ms(st.participant_joined));
+                    track_ms.push(ms(st.remote_video_track));
+                    pkt_ms.push(ms(st.first_video_packet));
                 }
                 _ => {
                     failures += 1;
@@ -174,7 +210,7 @@ fn main() {
         }
 
         let stat = |name: &str, v: &mut Vec<f64>| -> (f64, f64) {
-            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            v.sort_by(|a, b| a.total_cmp(b));
             let (p50, p99) = (quantile(v, 0.5), quantile(v, 0.99));
             println!(
                 "  {name:<46} n={:>4}  p50 {:>8.1} ms  p99 {:>8.1} ms  max {:>8.1} ms",
@@ -188,6 +224,10 @@ fn main() {
         println!("results ({:.0} s, {failures} failures):", started.elapsed().as_secs_f64());
         let (b50, b99) = stat("baseline: raw WS hello→welcome→join→joined", &mut base_ms);
         let (j50, j99) = stat("SDK Call::join returns (joined)", &mut join_ms);
+        println!("  where the time goes (agent side, from the resident's Call::join):");
+        stat("  agent told the resident joined", &mut pj_ms);
+        stat("  agent gets the resident's video track", &mut track_ms);
+        stat("  agent gets the first video packet", &mut pkt_ms);
         let (k50, k99) = stat("agent gets first keyframe packet", &mut kf_ms);
         let (f50, f99) = stat("agent gets end of first keyframe (frame)", &mut frame_ms);
         println!("ratios vs baseline:");

@@ -1,44 +1,11 @@
 //! Shared by the benches of issue 3: signing in, opening calls, percentiles, CPU and memory
 //! readings from `/proc`. Every wait is bounded.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::time::Duration;
 
-use client_sdk::CallId;
-use integration_tests::TestApp;
-use serde_json::json;
-
-/// Signs a demo staff member or resident in; returns the access token and the subject id.
-pub async fn sign_in(app: &TestApp, who: &str) -> (String, String) {
-    let body = if who.starts_with("138") {
-        app.resident_login(who).await
-    } else {
-        let r = app
-            .call(
-                "POST",
-                "/api/v1/auth/staff/login",
-                None,
-                Some(json!({"username": who, "password": signaling::demo::DEMO_PASSWORD})),
-            )
-            .await;
-        assert_eq!(r.status, 200, "{}", r.body);
-        r.body
-    };
-    (
-        body["access_token"].as_str().unwrap().to_owned(),
-        body["subject"].as_str().unwrap().to_owned(),
-    )
-}
-
-/// An agent opens a call with a resident (`POST /api/v1/calls`).
-pub async fn open_call(app: &TestApp, agent_token: &str, resident_id: &str) -> CallId {
-    let r = app
-        .call("POST", "/api/v1/calls", Some(agent_token), Some(json!({"resident_id": resident_id})))
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    r.body["id"].as_str().unwrap().parse().unwrap()
-}
+pub use integration_tests::party::{open_call, sign_in};
 
 /// The `q` quantile (0..=1) of sorted values, nearest rank.
 pub fn quantile(sorted: &[f64], q: f64) -> f64 {
