@@ -259,11 +259,15 @@ fn main() {
         srv.rss1 as f64 / base.rss1.max(1) as f64,
         per(srv) / per(base).max(1e-9)
     );
+    // The target read two ways: the memory the 10,000 sockets take (growth), and the whole
+    // process including the idle server it runs in.
+    let growth = mib(srv.rss1.saturating_sub(srv.rss0));
+    let verdict = |ok: bool| if ok && srv.open >= 10_000 { "MET" } else { "MISSED" };
     println!(
-        "target: < 100 MiB in total for 10,000 → {} (server RSS {:.1} MiB with {} open; growth {:.1} MiB)",
-        if mib(srv.rss1) < 100.0 && srv.open >= 10_000 { "MET" } else { "MISSED" },
+        "target: < 100 MiB for 10,000 idle sockets → sockets' memory (growth) {growth:.1} MiB: {}; whole process {:.1} MiB (idle server {:.1} MiB): {}",
+        verdict(growth < 100.0),
         mib(srv.rss1),
-        srv.open,
-        mib(srv.rss1.saturating_sub(srv.rss0))
+        mib(srv.rss0),
+        verdict(mib(srv.rss1) < 100.0)
     );
 }

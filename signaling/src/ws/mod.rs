@@ -104,7 +104,10 @@ impl Signaling {
 pub const RESUME_WINDOW: Duration = Duration::from_millis(DEFAULT_RESUME_WINDOW_MS);
 
 /// `GET /ws`: upgrades to the signaling protocol. Buffers are kept small: an idle socket costs
-/// a few kilobytes, not the library default of ~130 KB.
+/// a few kilobytes, not the library default of ~130 KB. The socket loop keeps its own future
+/// small too: every handler it awaits is boxed, so an idle socket does not carry the space of
+/// the largest handler (a join or an offer) between messages (≈ 9 KB per idle socket instead
+/// of ≈ 31 KB; `docs/benchmarks.md`).
 pub async fn ws_handler(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
     ws.max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
@@ -209,7 +212,7 @@ async fn run_socket(socket: WebSocket, state: AppState) {
                 let _ = s.attach(conn_id, tx.clone(), None);
                 s.accept_client_id(reply_to);
                 sig.sessions.insert(s.clone());
-                state.queue.attach(&s).await;
+                Box::pin(state.queue.attach(&s)).await;
                 s.send(
                     ServerMessage::Welcome {
                         session_id: s.id,
@@ -248,8 +251,8 @@ async fn run_socket(socket: WebSocket, state: AppState) {
                             },
                             reply_to,
                         );
-                        sig.hub.reattached(&s).await;
-                        state.queue.attach(&s).await;
+                        Box::pin(sig.hub.reattached(&s)).await;
+                        Box::pin(state.queue.attach(&s)).await;
                         session = Some(s);
                     }
                     Err(_) => {
@@ -265,7 +268,9 @@ async fn run_socket(socket: WebSocket, state: AppState) {
                     continue; // a retransmission: its answer is in the replay buffer
                 }
                 let s = s.clone();
-                if let Err(hub::Refusal(code, message)) = dispatch(&sig, &state.queue, &s, msg, reply_to).await {
+                // Boxed: the handlers' futures (joins, offers) are large, and an idle socket
+                // should not carry their space between messages.
+                if let Err(hub::Refusal(code, message)) = Box::pin(dispatch(&sig, &state.queue, &s, msg, reply_to)).await {
                     s.send(ServerMessage::error(code, message), reply_to);
                 }
             }
@@ -273,8 +278,8 @@ async fn run_socket(socket: WebSocket, state: AppState) {
     }
     if let Some(s) = session {
         if s.detach(conn_id) {
-            sig.hub.detached(&s).await;
-            state.queue.detached(&s).await;
+            Box::pin(sig.hub.detached(&s)).await;
+            Box::pin(state.queue.detached(&s)).await;
         }
     }
     drop(tx);
