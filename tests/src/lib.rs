@@ -246,3 +246,32 @@ impl TestApp {
     }
 }
 pub mod party;
+
+/// Runs each named `async fn(Arc<dyn Store>)` of the calling test file on SQLite and on
+/// PostgreSQL, as `sqlite::<name>` and `postgres::<name>`; the file provides
+/// `async fn open(Backend) -> Option<Arc<dyn Store>>` (None: that backend is skipped).
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if let Some(s) = super::open($crate::Backend::Sqlite).await {
+                        super::$name(s).await;
+                    }
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if let Some(s) = super::open($crate::Backend::Postgres).await {
+                        super::$name(s).await;
+                    }
+                }
+            )*
+        }
+    };
+}

@@ -21,32 +21,7 @@ async fn open(backend: Backend) -> Option<Arc<dyn Store>> {
     Some(s)
 }
 
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    if let Some(s) = super::open(integration_tests::Backend::Sqlite).await {
-                        super::$name(s).await;
-                    }
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    if let Some(s) = super::open(integration_tests::Backend::Postgres).await {
-                        super::$name(s).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-both_backends!(
+integration_tests::both_backends!(
     staff_are_stored_unique_by_username_and_keep_lockout_state,
     residents_are_unique_by_phone_and_id_number_and_page_by_cursor,
     one_time_codes_are_replaced_counted_and_deleted,

@@ -26,32 +26,7 @@ async fn open(backend: Backend) -> Option<Arc<dyn Store>> {
     Some(s)
 }
 
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    if let Some(s) = super::open(integration_tests::Backend::Sqlite).await {
-                        super::$name(s).await;
-                    }
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    if let Some(s) = super::open(integration_tests::Backend::Postgres).await {
-                        super::$name(s).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-both_backends!(
+integration_tests::both_backends!(
     a_case_and_its_history_round_trip_and_filter,
     a_transition_applies_exactly_once_under_concurrency,
     a_return_marks_documents_invalid_and_counts_for_the_return_rate,

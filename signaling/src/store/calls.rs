@@ -124,10 +124,14 @@ const MEMBER_COLS: &str = "call_id, participant_id, subject, role, display_name,
 
 macro_rules! call_store {
     ($name:ident) => {
-        #[async_trait]
-        impl CallStore for $name {
-            async fn insert_call(&self, call: &Call, members: &[Member]) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+        impl $name {
+            /// Stores a call and its members inside a transaction (opening a call, and a
+            /// queue offer accepted: `store::queue`).
+            pub(crate) async fn insert_call_in(
+                tx: &mut <<Self as super::queue::QueueBackend>::Db as sqlx::Database>::Connection,
+                call: &Call,
+                members: &[Member],
+            ) -> StoreResult<()> {
                 sqlx::query(&format!(
                     "INSERT INTO calls ({CALL_COLS}) VALUES ($1, $2, $3, $4, $5, 'open', $6, NULL, NULL, NULL)"
                 ))
@@ -151,6 +155,15 @@ macro_rules! call_store {
                         .execute(&mut *tx)
                         .await?;
                 }
+                Ok(())
+            }
+        }
+
+        #[async_trait]
+        impl CallStore for $name {
+            async fn insert_call(&self, call: &Call, members: &[Member]) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                Self::insert_call_in(&mut *tx, call, members).await?;
                 tx.commit().await?;
                 Ok(())
             }

@@ -642,33 +642,7 @@ macro_rules! queue_store {
                     .bind(offer_id)
                     .fetch_one(&mut *tx)
                     .await?;
-                sqlx::query(
-                    "INSERT INTO calls (id, opened_by, resident_id, matter_code, ticket_id, state, created_at, ended_at, end_reason, ended_by) \
-                     VALUES ($1, $2, $3, $4, $5, 'open', $6, NULL, NULL, NULL)",
-                )
-                .bind(call.id)
-                .bind(call.opened_by)
-                .bind(call.resident_id)
-                .bind(&call.matter_code)
-                .bind(call.ticket_id)
-                .bind(call.created_at)
-                .execute(&mut *tx)
-                .await?;
-                for m in members {
-                    sqlx::query(
-                        "INSERT INTO call_members (call_id, participant_id, subject, role, display_name, added_at, added_by) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    )
-                    .bind(m.call_id)
-                    .bind(m.participant_id)
-                    .bind(m.subject)
-                    .bind(m.role.as_str())
-                    .bind(&m.display_name)
-                    .bind(m.added_at)
-                    .bind(m.added_by)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                Self::insert_call_in(&mut *tx, call, members).await?;
                 Self::set_presence_in(&mut *tx, agent, Presence::OnCall, false, now).await?;
                 Self::event_in(&mut *tx, ticket_id, Some(TicketState::Offered), TicketState::InCall, "accepted", Some(agent), serde_json::json!({"call_id": call.id, "offer_id": offer_id}), now).await?;
                 let t = Self::ticket_in(&mut *tx, ticket_id).await?.ok_or(StoreError::NotFound)?;
