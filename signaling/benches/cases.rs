@@ -9,6 +9,11 @@
 //!    SQLite and, when `TEST_POSTGRES_URL` is set, on PostgreSQL (a fresh database, dropped
 //!    afterwards).
 //!
+//!    Baseline in the same run: a raw commit loop (one single-row INSERT per transaction,
+//!    8 in flight) on the same database with the server's settings (SQLite: WAL,
+//!    `synchronous=NORMAL`; PostgreSQL: defaults), so a case create reads as a number of plain
+//!    commits.
+//!
 //! Run: `cargo bench -p signaling --bench cases`. Env: `CASES_BENCH_PAGES` (default 200),
 //! `CASES_BENCH_PAGE_BYTES` (default 1 MiB), `CASES_BENCH_CREATES` (default 500). Every loop is
 //! bounded by these counts; nothing leaves loopback.
@@ -189,6 +194,48 @@ async fn cases_per_second(server: &Server, n: usize, in_flight: usize, tag: &str
     n as f64 / t.elapsed().as_secs_f64()
 }
 
+/// Runs `n` single-row INSERT transactions, `in_flight` at a time, on `pool`; commits per second.
+macro_rules! commit_loop {
+    ($pool:expr, $ddl:expr, $n:expr, $in_flight:expr) => {{
+        let pool = $pool;
+        sqlx::query($ddl).execute(&pool).await.unwrap();
+        let t = Instant::now();
+        futures_util::stream::iter(0..$n)
+            .map(|i| {
+                let pool = pool.clone();
+                async move {
+                    let mut tx = pool.begin().await.unwrap();
+                    sqlx::query("INSERT INTO bench_rows (v) VALUES ($1)").bind(i as i64).execute(&mut *tx).await.unwrap();
+                    tx.commit().await.unwrap();
+                }
+            })
+            .buffer_unordered($in_flight)
+            .collect::<Vec<()>>()
+            .await;
+        let rate = $n as f64 / t.elapsed().as_secs_f64();
+        pool.close().await;
+        rate
+    }};
+}
+
+/// Baseline on the server's SQLite file, opened as the server opens it (WAL, NORMAL).
+async fn commit_baseline_sqlite(path: &std::path::Path, n: usize, in_flight: usize) -> f64 {
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10));
+    let pool = SqlitePoolOptions::new().max_connections(in_flight as u32).connect_with(options).await.unwrap();
+    commit_loop!(pool, "CREATE TABLE IF NOT EXISTS bench_rows (id INTEGER PRIMARY KEY, v BIGINT NOT NULL)", n, in_flight)
+}
+
+/// Baseline on a PostgreSQL database.
+async fn commit_baseline_pg(url: &str, n: usize, in_flight: usize) -> f64 {
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(in_flight as u32).connect(url).await.unwrap();
+    commit_loop!(pool, "CREATE TABLE IF NOT EXISTS bench_rows (id BIGSERIAL PRIMARY KEY, v BIGINT NOT NULL)", n, in_flight)
+}
+
 async fn fresh_postgres(admin: &str) -> anyhow::Result<(String, String)> {
     use sqlx::Connection;
     let name = format!("cw_bench_{}", uuid::Uuid::new_v4().simple());
@@ -245,16 +292,20 @@ fn main() {
         );
 
         let rate = cases_per_second(&server, n_creates, 8, "sqlite").await;
+        let base = commit_baseline_sqlite(&server.dir.join("cloud-window.db"), n_creates, 8).await;
         println!("cases created per second, SQLite:     {rate:>8.0}  ({n_creates} cases, 8 in flight, via HTTP)");
+        println!("  baseline: raw commit loop, SQLite:  {base:>8.0}  commits/s (same file, 8 in flight); ratio {:.3}", rate / base);
         server.stop();
 
         match std::env::var("TEST_POSTGRES_URL").ok().filter(|s| !s.is_empty()) {
             Some(admin) => match fresh_postgres(&admin).await {
                 Ok((url, name)) => {
-                    let server = Server::start(Some(url)).await;
+                    let server = Server::start(Some(url.clone())).await;
                     let _ = server.create_case("bench-warm").await;
                     let rate = cases_per_second(&server, n_creates, 8, "pg").await;
+                    let base = commit_baseline_pg(&url, n_creates, 8).await;
                     println!("cases created per second, PostgreSQL: {rate:>8.0}  ({n_creates} cases, 8 in flight, via HTTP)");
+                    println!("  baseline: raw commit loop, PG:      {base:>8.0}  commits/s (same database, 8 in flight); ratio {:.3}", rate / base);
                     server.stop();
                     drop_postgres(&admin, &name).await;
                 }
