@@ -342,3 +342,49 @@ async fn grids_are_unique_by_code(s: Arc<dyn Store>) {
     s.ping().await.unwrap();
     assert_eq!(s.list_grids().await.unwrap().len(), 1);
 }
+
+/// The audit log is append-only in the database itself, on both backends: the server's own
+/// database user cannot change or remove an entry (a trigger refuses it).
+#[tokio::test]
+async fn the_audit_log_refuses_update_and_delete_on_both_backends() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        if skip_without_postgres(backend) {
+            continue;
+        }
+        let dir = temp_dir("audit");
+        let url = database_url(backend, &dir).await.unwrap();
+        let s = store::connect(&url).await.unwrap();
+        let e = AuditEntry {
+            id: Default::default(),
+            at: 1,
+            actor: Actor { id: None, role: Some(Role::Admin) },
+            action: "staff.create".into(),
+            target_kind: "staff".into(),
+            target_id: "x".into(),
+            detail: serde_json::json!({}),
+        };
+        s.append_audit(&e).await.unwrap();
+        let tampering = ["UPDATE audit_log SET action = 'nothing.happened'", "DELETE FROM audit_log"];
+        let refused: Vec<bool> = match backend {
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+                let mut out = vec![];
+                for q in tampering {
+                    out.push(sqlx::query(q).execute(&pool).await.is_err());
+                }
+                out
+            }
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&url).await.unwrap();
+                let mut out = vec![];
+                for q in tampering.iter().chain(&["TRUNCATE audit_log"]) {
+                    out.push(sqlx::query(q).execute(&pool).await.is_err());
+                }
+                out
+            }
+        };
+        assert!(refused.iter().all(|r| *r), "{backend:?}: {refused:?}");
+        let all = s.list_audit(None, 10).await.unwrap();
+        assert_eq!((all.len(), all[0].action.as_str()), (1, "staff.create"), "{backend:?}");
+    }
+}
