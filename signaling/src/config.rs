@@ -182,16 +182,37 @@ impl std::fmt::Debug for Settings {
     }
 }
 
-/// Removes a password from a URL for logging.
+/// Removes secrets from a URL for logging: the password of `user:password@host`, and the
+/// value of every query parameter whose name says it holds one (`password=`, `sslpassword=`,
+/// `secret=`, `token=`, ...).
 pub fn redact_url(url: &str) -> String {
+    // Query parameters first, so a password holding `@` cannot confuse the user-info step.
+    let url = match url.split_once('?') {
+        Some((head, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if secret_param(k) => format!("{k}=***"),
+                    _ => kv.to_string(),
+                })
+                .collect();
+            format!("{head}?{}", params.join("&"))
+        }
+        None => url.to_string(),
+    };
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let creds = &url[s + 3..at];
             let user = creds.split(':').next().unwrap_or("");
             format!("{}://{}:***@{}", &url[..s], user, &url[at + 1..])
         }
-        _ => url.to_string(),
+        _ => url,
     }
+}
+
+fn secret_param(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["password", "passwd", "pwd", "secret", "token", "credential"].iter().any(|w| n.contains(w)) || n == "pass"
 }
 
 impl Settings {
@@ -280,6 +301,24 @@ mod tests {
         let d = format!("{s:?}");
         assert!(!d.contains("hunter2") && !d.contains("test-secret"), "{d}");
         assert!(d.contains("postgres://cw:***@db:5432/cw"));
+    }
+
+    #[test]
+    fn redacted_urls_keep_no_password_in_user_info_or_query() {
+        assert_eq!(redact_url("postgres://cw:hunter2@db:5432/cw"), "postgres://cw:***@db:5432/cw");
+        assert_eq!(
+            redact_url("postgres://db/cw?user=cw&password=hunter2&sslmode=require"),
+            "postgres://db/cw?user=cw&password=***&sslmode=require"
+        );
+        assert_eq!(redact_url("postgres://db/cw?PASSWORD=hunter2"), "postgres://db/cw?PASSWORD=***");
+        assert_eq!(redact_url("postgres://db/cw?sslpassword=hunter2"), "postgres://db/cw?sslpassword=***");
+        // A password holding `@` and `&`-free text is still hidden whole.
+        let r = redact_url("postgres://db/cw?password=hun@ter2");
+        assert!(!r.contains("hun") && !r.contains("ter2"), "{r}");
+        let r = redact_url("postgres://cw:p%40ss@db/cw?password=hunter2&host=/run/pg");
+        assert!(!r.contains("p%40ss") && !r.contains("hunter2") && r.contains("host=/run/pg"), "{r}");
+        assert_eq!(redact_url("sqlite:///var/lib/cw/cloud-window.db"), "sqlite:///var/lib/cw/cloud-window.db");
+        assert_eq!(redact_url("s3://bucket/prefix?region=cn-east"), "s3://bucket/prefix?region=cn-east");
     }
 
     #[test]

@@ -116,7 +116,12 @@ pub async fn seed(state: &AppState) -> anyhow::Result<()> {
         lines.push(format!("  {:<7} {}  token: {token}", d.kind.as_str(), d.label));
     }
     lines.push("=========================================================================".into());
-    println!("{}", lines.join("\n"));
+    if state.settings.log_format == crate::config::LogFormat::Json {
+        // One JSON line like every other, for log collectors that read JSON only.
+        tracing::warn!(target: "demo", banner = %lines.join("\n"), "DEMO MODE: how to sign in");
+    } else {
+        println!("{}", lines.join("\n"));
+    }
     Ok(())
 }
 

@@ -84,7 +84,16 @@ const OPERATIONS: &[&str] = &[
     "GET /api/v1/recording-chain/verify",
     "PUT /api/v1/recordings/{id}/legal-hold",
     "DELETE /api/v1/recordings/{id}/legal-hold",
+    "GET /ws",
+    "GET /livez",
+    "GET /readyz",
+    "GET /openapi.json",
 ];
+
+/// Routes the server serves that are not API operations and so are not in the document on
+/// purpose: the agent console's and the browser SDK's static files (docs/api.md). Each is
+/// requested below, so one that stops being served fails a test too.
+const NOT_IN_THE_DOCUMENT: &[&str] = &["GET /console", "GET /console/", "GET /console/{*path}", "GET /sdk/js/{*path}"];
 
 /// Operations anyone may call without signing in.
 const PUBLIC: &[&str] = &[
@@ -99,6 +108,11 @@ const PUBLIC: &[&str] = &[
     "GET /api/v1/matters",
     "GET /api/v1/matters/{code}",
     "GET /api/v1/recordings/public-key",
+    // The WebSocket authenticates with its first message, `hello` (docs/protocol.md).
+    "GET /ws",
+    "GET /livez",
+    "GET /readyz",
+    "GET /openapi.json",
 ];
 
 /// Operations among [`OPERATIONS`] that change something but read no body.
@@ -385,6 +399,46 @@ async fn the_openapi_document_lists_exactly_the_routes_of_the_api() {
     assert_eq!(r.body, serde_json::to_value(signaling::api::openapi()).unwrap());
 }
 
+/// The body the server's fallback gives a route it does not have.
+const NO_SUCH_ENDPOINT: &str = "no such endpoint";
+
+#[tokio::test]
+async fn the_document_and_the_routes_really_served_agree() {
+    let app = spawn_app().await;
+    let doc = app.call("GET", "/openapi.json", None, None).await.body;
+    let ops = operations(&doc);
+    let mut problems = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let concrete = concrete(path);
+        for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+            let documented = ops.contains_key(&format!("{method} {path}"));
+            let body = ["POST", "PUT", "PATCH"].contains(&method).then(|| json!({}));
+            let r = app.call(method, &concrete, None, body).await;
+            let missing = r.status == 404 && r.body["detail"] == NO_SUCH_ENDPOINT;
+            if documented && (missing || r.status == 405) {
+                // Every documented operation is routed (whatever it then says about the request).
+                problems.push(format!("{method} {path} is documented but not served: {} {}", r.status, r.body));
+            } else if !documented && r.status != 405 {
+                // And a documented path serves no method the document leaves out.
+                problems.push(format!("{method} {path} is served but not documented: {} {}", r.status, r.body));
+            }
+        }
+        assert!(item.as_object().is_some_and(|m| !m.is_empty()), "{path}");
+    }
+    // The static files are served but deliberately left out of the document.
+    for route in NOT_IN_THE_DOCUMENT {
+        let path = route.split_once(' ').unwrap().1;
+        assert!(doc["paths"].get(path).is_none(), "{path} is documented");
+        let probe = path.replace("{*path}", "index.html").replace("/sdk/js/index.html", "/sdk/js/cloud-window.js");
+        let r = app.http.get(format!("{}{probe}", app.base)).send().await.unwrap();
+        assert!(r.status().is_success() || r.status().is_redirection(), "{probe}: {}", r.status());
+    }
+    // An unknown route answers the fallback this test relies on.
+    let r = app.call("GET", "/api/v1/no-such-thing", None, None).await;
+    assert_eq!((r.status, r.body["detail"].as_str()), (404, Some(NO_SUCH_ENDPOINT)));
+    assert!(problems.is_empty(), "the document and the router disagree:\n{}", problems.join("\n"));
+}
+
 #[tokio::test]
 async fn every_documented_operation_has_responses_parameters_and_security() {
     let app = spawn_app().await;
@@ -394,7 +448,8 @@ async fn every_documented_operation_has_responses_parameters_and_security() {
     let mut problems = Vec::new();
     for (name, op) in operations(&doc) {
         let responses = op["responses"].as_object().cloned().unwrap_or_default();
-        if !responses.keys().any(|s| s.starts_with('2')) {
+        // (The WebSocket's success is the switch to its protocol, 101.)
+        if !responses.keys().any(|s| s.starts_with('2') || (name == "GET /ws" && s == "101")) {
             problems.push(format!("{name}: no success response documented"));
         }
         for (status, response) in &responses {
@@ -482,7 +537,7 @@ async fn every_endpoint_but_the_public_ones_refuses_a_caller_without_a_token() {
         problems.extend(expect(&r, "invalid-token"));
     }
     assert!(problems.is_empty(), "endpoints that do not refuse anonymous callers:\n{}", problems.join("\n"));
-    // Health and the document itself are public too.
+    // Health and the document itself answer without a token.
     for path in ["/livez", "/readyz", "/openapi.json"] {
         assert_eq!(app.call("GET", path, None, None).await.status, 200, "{path}");
     }
@@ -711,4 +766,69 @@ async fn only_a_device_rotates_a_device_token_and_only_an_admin_pairs_or_revokes
     assert_eq!(r.status, 204, "{}", r.body);
     let r = app.call("POST", "/api/v1/auth/device", None, Some(json!({"device_token": DEVICE_SECRET}))).await;
     assert_problem("a revoked device signing in", &r, 401, "invalid-device-token");
+}
+
+#[tokio::test]
+async fn an_admin_creates_a_matter_and_then_edits_it() {
+    let app = spawn_app().await;
+    let admin = app.staff_token("admin").await;
+    let r = app.call("POST", "/api/v1/matters", Some(&admin), Some(matter_spec("HX-001"))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!((r.body["code"].as_str(), r.body["version"].as_i64(), r.body["active"].as_bool()), (Some("HX-001"), Some(1), Some(true)));
+    let read = app.call("GET", "/api/v1/matters/HX-001", None, None).await;
+    assert_eq!((read.status, read.body["name_zh"].as_str()), (200, Some("测试事项")), "{}", read.body);
+    // An edit against the current version bumps it and is what everyone then reads.
+    let mut edited = matter_spec("HX-001");
+    edited["name_zh"] = json!("测试事项（修订）");
+    edited["name_en"] = json!("Test matter, revised");
+    let r = app
+        .call("PUT", "/api/v1/matters/HX-001", Some(&admin), Some(json!({"matter": edited, "expected_version": 1, "active": false})))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!((r.body["version"].as_i64(), r.body["active"].as_bool()), (Some(2), Some(false)), "{}", r.body);
+    let read = app.call("GET", "/api/v1/matters/HX-001", None, None).await;
+    assert_eq!(
+        (read.body["name_zh"].as_str(), read.body["name_en"].as_str(), read.body["version"].as_i64(), read.body["active"].as_bool()),
+        (Some("测试事项（修订）"), Some("Test matter, revised"), Some(2), Some(false)),
+        "{}",
+        read.body
+    );
+    let listed = app.call("GET", "/api/v1/matters?class=social_insurance", None, None).await;
+    let found = listed.body.as_array().unwrap().iter().find(|m| m["code"] == "HX-001").cloned().unwrap();
+    assert_eq!(found["version"], 2);
+    // The old version is stale now; both actions are in the audit log.
+    let r = app
+        .call("PUT", "/api/v1/matters/HX-001", Some(&admin), Some(json!({"matter": matter_spec("HX-001"), "expected_version": 1})))
+        .await;
+    assert_problem("an edit against version 1", &r, 409, "version-mismatch");
+    let auditor = app.staff_token("auditor").await;
+    let log = app.call("GET", "/api/v1/audit?limit=200", Some(&auditor), None).await.body.to_string();
+    assert!(log.contains("matter.create") && log.contains("matter.update"), "{log}");
+}
+
+/// Every problem code the handlers answer with is in the table of `docs/api.md`: the literal
+/// codes given to `ApiError`'s constructors in `signaling/src/api/*.rs`.
+#[test]
+fn every_problem_code_in_the_api_is_documented() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let doc = std::fs::read_to_string(root.join("docs/api.md")).unwrap();
+    let mut codes = BTreeSet::new();
+    for entry in std::fs::read_dir(root.join("signaling/src/api")).unwrap() {
+        let src = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for ctor in ["ApiError::new(", "ApiError::bad_request(", "ApiError::unauthenticated(", "ApiError::conflict(", "ApiError::too_many("] {
+            for (at, _) in src.match_indices(ctor) {
+                let mut rest = src[at + ctor.len()..].trim_start();
+                if let Some(after) = rest.strip_prefix("StatusCode::") {
+                    rest = after.split_once(',').map(|(_, r)| r.trim_start()).unwrap_or("");
+                }
+                // A code passed in a variable (the constructors' own bodies) is not a literal.
+                if let Some(lit) = rest.strip_prefix('"') {
+                    codes.insert(lit.split('"').next().unwrap().to_string());
+                }
+            }
+        }
+    }
+    assert!(codes.len() > 40 && codes.contains("account-locked"), "the scan found the codes: {codes:?}");
+    let missing: Vec<_> = codes.iter().filter(|c| !doc.contains(&format!("`{c}`"))).collect();
+    assert!(missing.is_empty(), "codes missing from docs/api.md: {missing:?}");
 }

@@ -1,7 +1,8 @@
 //! Sign-in for every kind of subject: staff passwords with lockout, residents' one-time codes,
 //! refresh rotation, device pairing and token rotation.
 
-use integration_tests::spawn_app;
+use futures_util::future::join_all;
+use integration_tests::{skip_without_postgres, spawn_app, spawn_app_on, Backend, TestApp};
 use serde_json::json;
 
 #[tokio::test]
@@ -69,6 +70,83 @@ async fn residents_sign_in_with_a_code_that_expires_and_burns() {
     let me = app.call("GET", "/api/v1/me", Some(token), None).await;
     assert_eq!(me.body["kind"], "resident");
     assert_eq!(me.body["phone_masked"], "139****0009");
+}
+
+/// The backends the concurrency stories run on (PostgreSQL when `TEST_POSTGRES_URL` is set).
+async fn apps() -> Vec<TestApp> {
+    let mut apps = vec![];
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        if !skip_without_postgres(backend) {
+            apps.push(spawn_app_on(backend, |_| {}).await);
+        }
+    }
+    apps
+}
+
+#[tokio::test]
+async fn parallel_wrong_codes_count_no_more_than_the_cap_and_then_the_right_code_is_refused() {
+    for app in apps().await {
+        let phone = "13900000031";
+        assert_eq!(app.call("POST", "/api/v1/auth/otp/request", None, Some(json!({"phone": phone}))).await.status, 202);
+        let code = app.codes.last(phone).unwrap();
+        let wrong = if code == "000000" { "111111" } else { "000000" };
+        let guesses = (0..20).map(|_| {
+            app.call("POST", "/api/v1/auth/otp/verify", None, Some(json!({"phone": phone, "code": wrong})))
+        });
+        let replies = join_all(guesses).await;
+        let invalid = replies.iter().filter(|r| (r.status, r.code()) == (401, "otp-invalid")).count();
+        let burnt = replies.iter().filter(|r| (r.status, r.code()) == (401, "otp-expired")).count();
+        // Exactly five guesses were checked; the other fifteen found the code burnt.
+        assert_eq!((invalid, burnt), (5, 15), "{:?}", replies.iter().map(|r| r.code().to_string()).collect::<Vec<_>>());
+        let r = app.call("POST", "/api/v1/auth/otp/verify", None, Some(json!({"phone": phone, "code": code}))).await;
+        assert_eq!((r.status, r.code()), (401, "otp-expired"));
+    }
+}
+
+#[tokio::test]
+async fn two_parallel_right_codes_open_exactly_one_session() {
+    for app in apps().await {
+        let phone = "13900000032";
+        assert_eq!(app.call("POST", "/api/v1/auth/otp/request", None, Some(json!({"phone": phone}))).await.status, 202);
+        let code = app.codes.last(phone).unwrap();
+        let body = json!({"phone": phone, "code": code});
+        let replies = join_all((0..2).map(|_| app.call("POST", "/api/v1/auth/otp/verify", None, Some(body.clone())))).await;
+        let ok: Vec<_> = replies.iter().filter(|r| r.status == 200).collect();
+        assert_eq!(ok.len(), 1, "{:?}", replies.iter().map(|r| r.body.clone()).collect::<Vec<_>>());
+        let refused = replies.iter().find(|r| r.status != 200).unwrap();
+        assert_eq!((refused.status, refused.code()), (401, "otp-expired"));
+        // One sign-in in the audit log, and the code is gone.
+        let auditor = app.staff_token("auditor").await;
+        let log = app.call("GET", "/api/v1/audit?limit=200", Some(&auditor), None).await;
+        let logins = log.body["items"].as_array().unwrap().iter().filter(|e| e["action"] == "resident.login").count();
+        assert_eq!(logins, 1);
+        let r = app.call("POST", "/api/v1/auth/otp/verify", None, Some(body)).await;
+        assert_eq!((r.status, r.code()), (401, "otp-expired"));
+    }
+}
+
+#[tokio::test]
+async fn parallel_wrong_passwords_all_count_and_lock_the_account() {
+    for app in apps().await {
+        let wrong = json!({"username": "agent.wang", "password": "not-the-password"});
+        let replies =
+            join_all((0..20).map(|_| app.call("POST", "/api/v1/auth/staff/login", None, Some(wrong.clone())))).await;
+        assert!(replies.iter().all(|r| r.status == 401 || r.status == 429));
+        let staff = app
+            .state
+            .store
+            .staff_by_username(&signaling::domain::identity::Username::parse("agent.wang").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        // Every failure that was checked was counted: none overwrote another's count.
+        let checked = replies.iter().filter(|r| r.status == 401).count() as u32;
+        assert_eq!(staff.failed_logins, checked);
+        assert!(checked >= 5, "{checked}");
+        let right = json!({"username": "agent.wang", "password": signaling::demo::DEMO_PASSWORD});
+        let r = app.call("POST", "/api/v1/auth/staff/login", None, Some(right)).await;
+        assert_eq!((r.status, r.code()), (429, "account-locked"));
+    }
 }
 
 #[tokio::test]
@@ -201,4 +279,47 @@ async fn sign_ins_and_admin_actions_are_in_the_audit_log_with_masked_personal_da
     let pool = sqlx::SqlitePool::connect(&app.state.settings.database_url()).await.unwrap();
     assert!(sqlx::query("UPDATE audit_log SET action = 'x'").execute(&pool).await.is_err());
     assert!(sqlx::query("DELETE FROM audit_log").execute(&pool).await.is_err());
+}
+
+/// An 18-character ID number from its first 17 digits (GB 11643 check digit).
+fn id_number(body17: &str) -> String {
+    const W: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+    let sum: u32 = body17.bytes().zip(W).map(|(b, w)| (b - b'0') as u32 * w).sum();
+    format!("{body17}{}", b"10X98765432"[(sum % 11) as usize] as char)
+}
+
+#[tokio::test]
+async fn a_resident_cannot_probe_whether_an_id_number_is_registered() {
+    let app = spawn_app().await;
+    let admin = app.staff_token("admin").await;
+    let taken = id_number("33010619520520004");
+    let r = app
+        .call("POST", "/api/v1/residents", Some(&admin), Some(json!({"name": "王大爷", "phone": "13700005678", "id_number": taken})))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let resident = app.resident_token("13900000041").await;
+    let patch = |body: serde_json::Value| app.call("PATCH", "/api/v1/residents/me", Some(&resident), Some(body));
+    // Someone else's number...
+    let held = patch(json!({"id_number": taken})).await;
+    // ...and a free number that disagrees with the profile's birth date get the same answer.
+    assert_eq!(patch(json!({"birth_date": "1960-03-04"})).await.status, 200);
+    let mismatched = patch(json!({"id_number": id_number("33010619610101003")})).await;
+    for r in [&held, &mismatched] {
+        assert_eq!((r.status, r.code()), (422, "id-number-refused"), "{}", r.body);
+        let text = r.body.to_string();
+        assert!(!text.contains("exist") && !text.contains("registered") && !text.contains("taken"), "{text}");
+    }
+    assert_eq!(held.body["detail"], mismatched.body["detail"]);
+    assert_eq!(held.body["title"], mismatched.body["title"]);
+    // Nothing was stored; a free number that fits is taken.
+    let me = app.call("GET", "/api/v1/me", Some(&resident), None).await;
+    assert!(me.body["id_number_masked"].is_null(), "{}", me.body);
+    let own = id_number("33010619600304005");
+    let r = patch(json!({"id_number": own})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Each refusal is in the audit log, with the number masked.
+    let auditor = app.staff_token("auditor").await;
+    let log = app.call("GET", "/api/v1/audit?limit=200", Some(&auditor), None).await.body.to_string();
+    assert_eq!(log.matches("resident.profile.id_refused").count(), 2, "{log}");
+    assert!(!log.contains(&taken) && log.contains("330106********"), "{log}");
 }

@@ -25,6 +25,8 @@ integration_tests::both_backends!(
     staff_are_stored_unique_by_username_and_keep_lockout_state,
     residents_are_unique_by_phone_and_id_number_and_page_by_cursor,
     one_time_codes_are_replaced_counted_and_deleted,
+    guesses_at_one_code_are_capped_and_it_is_used_once_under_concurrency,
+    concurrent_failed_sign_ins_each_count,
     a_refresh_token_rotates_exactly_once_under_concurrency,
     a_pairing_is_confirmed_exactly_once_under_concurrency,
     devices_are_found_by_token_until_revoked,
@@ -107,16 +109,80 @@ async fn residents_are_unique_by_phone_and_id_number_and_page_by_cursor(s: Arc<d
 async fn one_time_codes_are_replaced_counted_and_deleted(s: Arc<dyn Store>) {
     let p = PhoneNumber::parse("13800000021").unwrap();
     assert!(s.otp_get(&p).await.unwrap().is_none());
-    let c = Challenge { code_hash: "h1".into(), sent_at: 1, expires_at: 2, attempts: 0 };
+    assert!(s.otp_take_attempt(&p, 5, 1).await.unwrap().is_none(), "no challenge, nothing to count");
+    let c = Challenge { code_hash: "h1".into(), sent_at: 1, expires_at: 100, attempts: 0 };
     s.otp_put(&p, &c).await.unwrap();
-    s.otp_count_attempt(&p).await.unwrap();
-    s.otp_count_attempt(&p).await.unwrap();
+    // Each take counts one guess and hands back the challenge as it was before it.
+    assert_eq!(s.otp_take_attempt(&p, 3, 10).await.unwrap().unwrap().attempts, 0);
+    assert_eq!(s.otp_take_attempt(&p, 3, 10).await.unwrap().unwrap(), Challenge { attempts: 1, ..c.clone() });
     assert_eq!(s.otp_get(&p).await.unwrap().unwrap().attempts, 2);
-    let c2 = Challenge { code_hash: "h2".into(), sent_at: 5, expires_at: 6, attempts: 0 };
+    assert!(s.otp_take_attempt(&p, 5, 100).await.unwrap().is_none(), "expired: not counted");
+    assert_eq!(s.otp_take_attempt(&p, 3, 10).await.unwrap().unwrap().attempts, 2);
+    assert!(s.otp_take_attempt(&p, 3, 10).await.unwrap().is_none(), "the cap is reached");
+    assert_eq!(s.otp_get(&p).await.unwrap().unwrap().attempts, 3, "a refused take counts nothing");
+    let c2 = Challenge { code_hash: "h2".into(), sent_at: 5, expires_at: 600, attempts: 0 };
     s.otp_put(&p, &c2).await.unwrap();
     assert_eq!(s.otp_get(&p).await.unwrap().unwrap(), c2);
+    // Consuming needs the code the challenge holds now, and works once.
+    assert!(!s.otp_consume(&p, "h1").await.unwrap());
+    assert!(s.otp_consume(&p, "h2").await.unwrap());
+    assert!(!s.otp_consume(&p, "h2").await.unwrap());
+    assert!(s.otp_get(&p).await.unwrap().is_none());
+    s.otp_put(&p, &c2).await.unwrap();
     s.otp_delete(&p).await.unwrap();
     assert!(s.otp_get(&p).await.unwrap().is_none());
+}
+
+async fn guesses_at_one_code_are_capped_and_it_is_used_once_under_concurrency(s: Arc<dyn Store>) {
+    let p = PhoneNumber::parse("13800000022").unwrap();
+    s.otp_put(&p, &Challenge { code_hash: "h".into(), sent_at: 1, expires_at: 1_000, attempts: 0 }).await.unwrap();
+    let takes: Vec<_> = (0..20)
+        .map(|_| {
+            let (s, p) = (s.clone(), p.clone());
+            tokio::spawn(async move { s.otp_take_attempt(&p, 5, 10).await.unwrap() })
+        })
+        .collect();
+    let mut seen = vec![];
+    for t in takes {
+        if let Some(c) = t.await.unwrap() {
+            seen.push(c.attempts);
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, vec![0, 1, 2, 3, 4], "exactly the cap is handed out, each count once");
+    assert_eq!(s.otp_get(&p).await.unwrap().unwrap().attempts, 5);
+    let uses: Vec<_> = (0..8)
+        .map(|_| {
+            let (s, p) = (s.clone(), p.clone());
+            tokio::spawn(async move { s.otp_consume(&p, "h").await.unwrap() })
+        })
+        .collect();
+    let mut wins = 0;
+    for u in uses {
+        wins += u.await.unwrap() as usize;
+    }
+    assert_eq!(wins, 1, "one code, one use");
+}
+
+async fn concurrent_failed_sign_ins_each_count(s: Arc<dyn Store>) {
+    let a = staff("agent.many", Role::Agent);
+    s.insert_staff(&a).await.unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.count_login_failure(a.id, 1_000).await.unwrap().unwrap() })
+        })
+        .collect();
+    let mut counts = vec![];
+    for t in tasks {
+        counts.push(t.await.unwrap().count);
+    }
+    counts.sort();
+    assert_eq!(counts, (1..=20).collect::<Vec<u32>>(), "no failure is lost");
+    let got = s.staff_by_id(a.id).await.unwrap().unwrap();
+    assert_eq!(got.failed_logins, 20);
+    assert_eq!(got.locked_until, Some(1_000 + signaling::domain::identity::MAX_LOCK_MS));
+    assert!(s.count_login_failure(StaffId::new(), 1_000).await.unwrap().is_none());
 }
 
 async fn a_refresh_token_rotates_exactly_once_under_concurrency(s: Arc<dyn Store>) {
@@ -275,4 +341,50 @@ async fn grids_are_unique_by_code(s: Arc<dyn Store>) {
     ));
     s.ping().await.unwrap();
     assert_eq!(s.list_grids().await.unwrap().len(), 1);
+}
+
+/// The audit log is append-only in the database itself, on both backends: the server's own
+/// database user cannot change or remove an entry (a trigger refuses it).
+#[tokio::test]
+async fn the_audit_log_refuses_update_and_delete_on_both_backends() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        if skip_without_postgres(backend) {
+            continue;
+        }
+        let dir = temp_dir("audit");
+        let url = database_url(backend, &dir).await.unwrap();
+        let s = store::connect(&url).await.unwrap();
+        let e = AuditEntry {
+            id: Default::default(),
+            at: 1,
+            actor: Actor { id: None, role: Some(Role::Admin) },
+            action: "staff.create".into(),
+            target_kind: "staff".into(),
+            target_id: "x".into(),
+            detail: serde_json::json!({}),
+        };
+        s.append_audit(&e).await.unwrap();
+        let tampering = ["UPDATE audit_log SET action = 'nothing.happened'", "DELETE FROM audit_log"];
+        let refused: Vec<bool> = match backend {
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+                let mut out = vec![];
+                for q in tampering {
+                    out.push(sqlx::query(q).execute(&pool).await.is_err());
+                }
+                out
+            }
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&url).await.unwrap();
+                let mut out = vec![];
+                for q in tampering.iter().chain(&["TRUNCATE audit_log"]) {
+                    out.push(sqlx::query(q).execute(&pool).await.is_err());
+                }
+                out
+            }
+        };
+        assert!(refused.iter().all(|r| *r), "{backend:?}: {refused:?}");
+        let all = s.list_audit(None, 10).await.unwrap();
+        assert_eq!((all.len(), all[0].action.as_str()), (1, "staff.create"), "{backend:?}");
+    }
 }

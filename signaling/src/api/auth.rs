@@ -101,8 +101,12 @@ pub async fn staff_login(State(state): State<AppState>, Body(req): Body<StaffLog
         .map_err(ApiError::internal)?;
     let actor = Actor { id: Some(staff.id.0), role: Some(staff.role) };
     if !ok || staff.disabled {
-        let next = failures.after_failure(now);
-        state.store.set_login_failures(staff.id, next).await?;
+        // Counted relative to the stored count, so parallel wrong guesses each count.
+        let next = state
+            .store
+            .count_login_failure(staff.id, now)
+            .await?
+            .unwrap_or_else(|| failures.after_failure(now));
         state
             .audit(actor, "staff.login.failed", "staff", staff.id, serde_json::json!({"failures": next.count}))
             .await?;
@@ -197,19 +201,20 @@ pub async fn otp_verify(State(state): State<AppState>, Body(req): Body<OtpVerify
         return Err(ApiError::invalid("code must be 6 digits"));
     }
     let now = state.clock.now_ms();
-    let challenge = state.store.otp_get(&phone).await?;
     let guess = state.hasher.hash("otp", &format!("{}:{}", phone.expose(), req.code));
+    // Every guess is counted before it is checked, in the same statement that checks the
+    // limit: parallel guesses cannot get past the cap.
+    let challenge = state.store.otp_take_attempt(&phone, otp::MAX_ATTEMPTS, now).await?;
+    let expired = || ApiError::unauthenticated("otp-expired", "the code expired or was used up; ask for a new one");
     match otp::check(challenge.as_ref(), &guess, now) {
         otp::Verdict::Accepted => {}
-        otp::Verdict::Wrong => {
-            state.store.otp_count_attempt(&phone).await?;
-            return Err(ApiError::unauthenticated("otp-invalid", "wrong code"));
-        }
-        otp::Verdict::Expired => {
-            return Err(ApiError::unauthenticated("otp-expired", "the code expired or was used up; ask for a new one"))
-        }
+        otp::Verdict::Wrong => return Err(ApiError::unauthenticated("otp-invalid", "wrong code")),
+        otp::Verdict::Expired => return Err(expired()),
     }
-    state.store.otp_delete(&phone).await?;
+    // Of two parallel right guesses only the one whose delete removes the code signs in.
+    if !state.store.otp_consume(&phone, &guess).await? {
+        return Err(expired());
+    }
     let resident = match state.store.resident_by_phone(&phone).await? {
         Some(r) => r,
         None => {

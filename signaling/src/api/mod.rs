@@ -20,7 +20,6 @@ pub mod recordings;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderName, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -123,6 +122,10 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(recordings::verify_one))
         .routes(routes!(recordings::verify_all))
         .routes(routes!(recordings::set_hold, recordings::clear_hold))
+        .routes(routes!(crate::ws::ws_handler))
+        .routes(routes!(livez))
+        .routes(routes!(readyz))
+        .routes(routes!(openapi_json))
 }
 
 /// The OpenAPI document.
@@ -132,17 +135,14 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The whole router with its layers.
 pub fn router(state: AppState) -> axum::Router {
-    let (api, doc) = api_routes().split_for_parts();
-    let doc = std::sync::Arc::new(doc);
+    let api = axum::Router::from(api_routes());
     let request_id = HeaderName::from_static("x-request-id");
     let max_body = state.settings.max_body_bytes;
     axum::Router::new()
         .merge(api)
-        .route("/livez", get(livez))
-        .route("/readyz", get(readyz))
-        .route("/ws", get(crate::ws::ws_handler))
-        .route("/openapi.json", get(move || async move { Json(doc.as_ref().clone()) }))
-        .merge(agent_console::router()) // /console/ and /sdk/js/ (embedded static files)
+        // Static files, deliberately not in the OpenAPI document (docs/api.md): the agent
+        // console under /console/ and the browser SDK module under /sdk/js/.
+        .merge(agent_console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -164,21 +164,48 @@ async fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "method not allowed here")
 }
 
-async fn livez() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
+/// The answer of the health endpoints.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok` (liveness); `ready`, `draining` or `database-unavailable` (readiness).
+    pub status: &'static str,
+    /// The storage backend (`sqlite` or `postgres`), when ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<&'static str>,
 }
 
-async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+/// Liveness: the process is up and serving. Never checks dependencies.
+#[utoipa::path(get, path = "/livez", tag = "operations",
+    responses((status = 200, description = "alive", body = Health)))]
+pub async fn livez() -> Json<Health> {
+    Json(Health { status: "ok", database: None })
+}
+
+/// Readiness: 200 while the database answers; 503 while draining after SIGTERM or when the
+/// database is down (load balancers stop sending traffic).
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "ready", body = Health),
+              (status = 503, description = "draining or database unavailable", body = Health)))]
+pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let health = |status| Json(Health { status, database: None });
     if state.is_draining() {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": "draining"})));
+        return (StatusCode::SERVICE_UNAVAILABLE, health("draining"));
     }
     match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, Json(serde_json::json!({"status": "ready", "database": state.store.backend()}))),
+        Ok(()) => (StatusCode::OK, Json(Health { status: "ready", database: Some(state.store.backend()) })),
         Err(e) => {
             tracing::warn!(error = %e, "readiness: database unavailable");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": "database-unavailable"})))
+            (StatusCode::SERVICE_UNAVAILABLE, health("database-unavailable"))
         }
     }
+}
+
+/// This document: every endpoint of the server, generated from the code.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "the OpenAPI document", content_type = "application/json")))]
+pub async fn openapi_json() -> Json<serde_json::Value> {
+    static DOC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    Json(DOC.get_or_init(|| serde_json::to_value(openapi()).unwrap_or_default()).clone())
 }
 
 /// RFC 3339 text for a stored time.

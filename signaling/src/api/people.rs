@@ -363,9 +363,12 @@ pub struct ProfileUpdate {
     pub grid_id: Option<GridId>,
 }
 
-/// Completes or corrects the signed-in resident's own profile.
+/// Completes or corrects the signed-in resident's own profile. An ID number the profile cannot
+/// take (held by another resident, or its birth date differs from the profile's) is refused
+/// with `id-number-refused`, which does not say which.
 #[utoipa::path(patch, path = "/api/v1/residents/me", tag = "people", request_body = ProfileUpdate, security(("bearer" = [])),
-    responses((status = 200, body = ResidentView), (status = 403, body = super::error::Problem), (status = 409, body = super::error::Problem)))]
+    responses((status = 200, body = ResidentView), (status = 403, body = super::error::Problem),
+              (status = 422, description = "invalid field, or `id-number-refused`", body = super::error::Problem)))]
 pub async fn update_my_profile(
     State(state): State<AppState>,
     who: Principal,
@@ -378,16 +381,45 @@ pub async fn update_my_profile(
         check_text("name", &name, true, MAX_NAME_CHARS)?;
         r.name = name.trim().to_string();
     }
-    if let Some(id) = req.id_number {
-        r.id_number = Some(IdNumber::parse(&id)?);
-    }
+    let new_id = req.id_number.as_deref().map(IdNumber::parse).transpose()?;
     if let Some(b) = req.birth_date {
         r.birth_date = Some(parse_birth_date(&b, today)?);
     }
     if req.grid_id.is_some() {
         r.grid_id = req.grid_id;
     }
-    state.store.update_resident(&r).await.map_err(resident_conflict)?;
+    let changes_id = new_id.is_some() && new_id != r.id_number;
+    if let Some(id) = new_id {
+        r.id_number = Some(id);
+    }
+    // An ID number this profile cannot take is refused with one answer whatever the reason
+    // (it disagrees with the birth date, or another resident holds it), so the answer does
+    // not tell whether a number is registered here. The refusal is audited.
+    let refused = || ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "id-number-refused",
+        "this ID number cannot be recorded on your profile; have it checked at a service counter",
+    );
+    let mismatch = match (&r.id_number, r.birth_date) {
+        (Some(id), Some(born)) => id.birth_date().is_some_and(|d| d != born),
+        _ => false,
+    };
+    let stored = if changes_id && mismatch {
+        Err(crate::store::StoreError::Conflict("duplicate"))
+    } else {
+        state.store.update_resident(&r).await
+    };
+    match stored {
+        Ok(()) => {}
+        Err(crate::store::StoreError::Conflict("duplicate")) if changes_id => {
+            let masked = r.id_number.as_ref().map(IdNumber::masked);
+            state
+                .audit(actor(&who), "resident.profile.id_refused", "resident", r.id, serde_json::json!({"id_number": masked}))
+                .await?;
+            return Err(refused());
+        }
+        Err(e) => return Err(resident_conflict(e)),
+    }
     state.audit(actor(&who), "resident.profile.update", "resident", r.id, serde_json::json!({})).await?;
     Ok(Json(ResidentView::of(&r, today)))
 }

@@ -183,6 +183,14 @@ impl IdNumber {
     pub fn masked(&self) -> String {
         format!("{}********{}", &self.0[..6], &self.0[14..])
     }
+    /// The birth date the number encodes (characters 7 to 14, `YYYYMMDD`), if it is a date.
+    pub fn birth_date(&self) -> Option<time::Date> {
+        let digits = &self.0[6..14];
+        let year: i32 = digits[..4].parse().ok()?;
+        let month: u8 = digits[4..6].parse().ok()?;
+        let day: u8 = digits[6..].parse().ok()?;
+        time::Date::from_calendar_date(year, time::Month::try_from(month).ok()?, day).ok()
+    }
 }
 impl TryFrom<String> for IdNumber {
     type Error = DomainError;
@@ -363,6 +371,12 @@ mod tests {
         assert_eq!(format!("{id:?}"), "IdNumber(110105********002X)");
         assert!(IdNumber::parse("110105194912310021").is_err());
         assert!(IdNumber::parse("1101051949123100").is_err());
+    }
+
+    #[test]
+    fn id_numbers_tell_their_birth_date() {
+        let id = IdNumber::parse("11010519491231002X").unwrap();
+        assert_eq!(id.birth_date(), Some(time::macros::date!(1949 - 12 - 31)));
     }
 
     #[test]

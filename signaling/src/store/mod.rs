@@ -127,8 +127,12 @@ pub trait Store: CallStore + QueueStore + CaseStore + RecordingStore + Send + Sy
     async fn staff_by_id(&self, id: StaffId) -> StoreResult<Option<Staff>>;
     /// Staff accounts after a cursor, in id order.
     async fn list_staff(&self, after: Option<Uuid>, limit: u32) -> StoreResult<Vec<Staff>>;
-    /// Stores the failed sign-in state.
+    /// Stores the failed sign-in state (a reset after a good sign-in; imports).
     async fn set_login_failures(&self, id: StaffId, f: LoginFailures) -> StoreResult<()>;
+    /// Counts one failed sign-in in one atomic step (`failed_logins + 1`, never a value read
+    /// earlier) and sets the lock [`LoginFailures::after_failure`] asks for; returns the new
+    /// state. Concurrent failures each count. `None` when the account does not exist.
+    async fn count_login_failure(&self, id: StaffId, now: Millis) -> StoreResult<Option<LoginFailures>>;
 
     /// Adds a resident (conflict on a known phone or ID number).
     async fn insert_resident(&self, r: &Resident) -> StoreResult<()>;
@@ -145,9 +149,16 @@ pub trait Store: CallStore + QueueStore + CaseStore + RecordingStore + Send + Sy
     async fn otp_get(&self, phone: &PhoneNumber) -> StoreResult<Option<Challenge>>;
     /// Replaces the challenge for a phone.
     async fn otp_put(&self, phone: &PhoneNumber, c: &Challenge) -> StoreResult<()>;
-    /// Counts one wrong guess.
-    async fn otp_count_attempt(&self, phone: &PhoneNumber) -> StoreResult<()>;
-    /// Removes the challenge (used or abandoned).
+    /// Counts one guess against the phone's challenge in a single conditional update, if the
+    /// challenge is still live (unexpired at `now`, fewer than `max_attempts` guesses
+    /// counted), and returns the challenge as it was before this guess. `None`: no live
+    /// challenge, and nothing was counted. Of many concurrent guesses at most `max_attempts`
+    /// in all get a challenge to check against.
+    async fn otp_take_attempt(&self, phone: &PhoneNumber, max_attempts: u32, now: Millis) -> StoreResult<Option<Challenge>>;
+    /// Uses the challenge up: deletes it only if it still holds `code_hash`. True for exactly
+    /// one caller; a concurrent use of the same code gets false.
+    async fn otp_consume(&self, phone: &PhoneNumber, code_hash: &str) -> StoreResult<bool>;
+    /// Removes the challenge (abandoned).
     async fn otp_delete(&self, phone: &PhoneNumber) -> StoreResult<()>;
 
     /// Opens a session.

@@ -349,6 +349,35 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            async fn count_login_failure(&self, id: StaffId, now: Millis) -> StoreResult<Option<LoginFailures>> {
+                // The increment is relative (`failed_logins + 1`) and holds the row's write lock
+                // until the lock time is stored, so concurrent failures are counted one by one.
+                let mut tx = self.pool.begin().await?;
+                let row: Option<(i64, Option<i64>)> = sqlx::query_as(
+                    "UPDATE staff SET failed_logins = failed_logins + 1 WHERE id = $1 \
+                     RETURNING failed_logins, locked_until",
+                )
+                .bind(id.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some((count, locked_until)) = row else {
+                    tx.rollback().await?;
+                    return Ok(None);
+                };
+                let before = LoginFailures {
+                    count: (count - 1).clamp(0, u32::MAX as i64) as u32,
+                    locked_until,
+                };
+                let next = before.after_failure(now);
+                sqlx::query("UPDATE staff SET locked_until = $1 WHERE id = $2")
+                    .bind(next.locked_until)
+                    .bind(id.0)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(Some(next))
+            }
+
             async fn insert_resident(&self, r: &Resident) -> StoreResult<()> {
                 sqlx::query(&format!(
                     "INSERT INTO residents ({RESIDENT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
@@ -448,12 +477,41 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn otp_count_attempt(&self, phone: &PhoneNumber) -> StoreResult<()> {
-                sqlx::query("UPDATE otp_challenges SET attempts = attempts + 1 WHERE phone = $1")
+            async fn otp_take_attempt(
+                &self,
+                phone: &PhoneNumber,
+                max_attempts: u32,
+                now: Millis,
+            ) -> StoreResult<Option<Challenge>> {
+                // Check and count are one statement: the row changes only while fewer than
+                // `max_attempts` guesses were counted, so parallel guesses cannot overrun it.
+                let row: Option<(String, i64, i64, i64)> = sqlx::query_as(
+                    "UPDATE otp_challenges SET attempts = attempts + 1 \
+                     WHERE phone = $1 AND attempts < $2 AND expires_at > $3 \
+                     RETURNING code_hash, sent_at, expires_at, attempts",
+                )
+                .bind(phone.expose())
+                .bind(max_attempts as i64)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|(code_hash, sent_at, expires_at, attempts)| Challenge {
+                    code_hash,
+                    sent_at,
+                    expires_at,
+                    // As it was before this guess.
+                    attempts: (attempts - 1).clamp(0, u32::MAX as i64) as u32,
+                }))
+            }
+
+            async fn otp_consume(&self, phone: &PhoneNumber, code_hash: &str) -> StoreResult<bool> {
+                // The affected-row count picks the single winner of concurrent right guesses.
+                let done = sqlx::query("DELETE FROM otp_challenges WHERE phone = $1 AND code_hash = $2")
                     .bind(phone.expose())
+                    .bind(code_hash)
                     .execute(&self.pool)
                     .await?;
-                Ok(())
+                Ok(done.rows_affected() == 1)
             }
 
             async fn otp_delete(&self, phone: &PhoneNumber) -> StoreResult<()> {

@@ -108,6 +108,12 @@ pub const RESUME_WINDOW: Duration = Duration::from_millis(DEFAULT_RESUME_WINDOW_
 /// small too: every handler it awaits is boxed, so an idle socket does not carry the space of
 /// the largest handler (a join or an offer) between messages (≈ 9 KB per idle socket instead
 /// of ≈ 31 KB; `docs/benchmarks.md`).
+#[utoipa::path(get, path = "/ws", tag = "signaling",
+    description = "The signaling WebSocket (`docs/protocol.md`): text frames of JSON envelopes. \
+        The access token is not sent here but in the first message, `hello` (or `resume`).",
+    responses((status = 101, description = "switched to the WebSocket protocol"),
+              (status = 400, description = "not a WebSocket upgrade request"),
+              (status = 426, description = "the connection cannot be upgraded")))]
 pub async fn ws_handler(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
     ws.max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
