@@ -38,6 +38,15 @@ struct Ctx {
     zhang_id: String,
     liu: String,
     supervisor: String,
+    /// A call of agent.li with 张桂英 (opened over REST): the call cases are opened in.
+    call: String,
+}
+
+/// Opens a call (an agent with a resident) over REST; returns its id.
+async fn open_call(app: &TestApp, agent: &str, resident_id: &str) -> String {
+    let r = app.call("POST", "/api/v1/calls", Some(agent), Some(json!({"resident_id": resident_id}))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.body["id"].as_str().unwrap().to_string()
 }
 
 async fn ctx() -> Ctx {
@@ -51,7 +60,8 @@ async fn ctx_on(backend: Backend) -> Ctx {
     let zhang = app.resident_token(ZHANG).await;
     let liu = app.resident_token(LIU).await;
     let zhang_id = me_id(&app, &zhang).await;
-    Ctx { app, agent, zhang, zhang_id, liu, supervisor }
+    let call = open_call(&app, &agent, &zhang_id).await;
+    Ctx { app, agent, zhang, zhang_id, liu, supervisor, call }
 }
 
 impl Ctx {
@@ -64,7 +74,7 @@ impl Ctx {
                 "/api/v1/cases",
                 Some(&self.agent),
                 Some(json!({"matter_code": "MI-003", "resident_id": self.zhang_id, "answers": answers,
-                    "call_id": uuid::Uuid::now_v7()})),
+                    "call_id": self.call})),
             )
             .await;
         assert_eq!(r.status, 201, "{}", r.body);
@@ -659,7 +669,7 @@ async fn a_low_rating_opens_a_follow_up_that_a_supervisor_closes() {
     let other = c.app.call("POST", "/api/v1/ratings", Some(&c.zhang), Some(json!({"case_id": id, "level": 5}))).await;
     assert_eq!((other.status, other.code()), (409, "already-rated"));
     // A good rating of a call opens nothing.
-    let call = json!({"call_id": uuid::Uuid::now_v7(), "level": 5, "tags": ["态度好"]});
+    let call = json!({"call_id": c.call, "level": 5, "tags": ["态度好"]});
     let good = c.app.call("POST", "/api/v1/ratings", Some(&c.zhang), Some(call)).await;
     assert_eq!((good.status, good.body["follow_up_opened"].as_bool()), (201, Some(false)));
     // Exactly one of case and call.
@@ -712,8 +722,10 @@ async fn the_follow_up_deadline_is_configurable_and_skips_holidays() {
     })
     .await;
     let zhang = app.resident_token(ZHANG).await;
-    let r = app.call("POST", "/api/v1/ratings", Some(&zhang), Some(json!({"call_id": uuid::Uuid::now_v7(), "level": 1}))).await;
-    assert_eq!(r.status, 201);
+    let agent = app.staff_token("agent.li").await;
+    let call = open_call(&app, &agent, &me_id(&app, &zhang).await).await;
+    let r = app.call("POST", "/api/v1/ratings", Some(&zhang), Some(json!({"call_id": call, "level": 1}))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
     let sup = app.staff_token("supervisor").await;
     let list = app.call("GET", "/api/v1/follow-ups", Some(&sup), None).await;
     // Mon 30 Nov + 3 working days, Wed 2 Dec off: Tue 1, Thu 3, Fri 4.
@@ -809,6 +821,7 @@ async fn the_openapi_document_describes_the_case_endpoints() {
         "/api/v1/cases/{id}",
         "/api/v1/cases/{id}/submit",
         "/api/v1/cases/{id}/review",
+        "/api/v1/cases/{id}/calls",
         "/api/v1/cases/{id}/documents",
         "/api/v1/cases/{id}/documents/{doc}/content",
         "/api/v1/cases/{id}/documents/{doc}/finish",
@@ -822,4 +835,389 @@ async fn the_openapi_document_describes_the_case_endpoints() {
     }
     let content = &paths["/api/v1/cases/{id}/documents/{doc}/content"];
     assert!(content.get("put").is_some() && content.get("head").is_some() && content.get("get").is_some());
+}
+
+/// Takes a queue ticket for the caller (a resident).
+async fn take_ticket(app: &TestApp, token: &str) -> String {
+    let r = app.call("POST", "/api/v1/queue/tickets", Some(token), Some(json!({"matter_code": "MI-003"}))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.body["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn calls_and_tickets_named_by_cases_documents_and_ratings_are_checked() {
+    let c = ctx().await;
+    let liu_id = me_id(&c.app, &c.liu).await;
+    let liu_call = open_call(&c.app, &c.agent, &liu_id).await;
+    let wang = c.app.staff_token("agent.wang").await;
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let for_zhang = |extra: Value| {
+        let mut b = json!({"matter_code": "MI-003", "resident_id": c.zhang_id});
+        b.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        b
+    };
+    // Cases: the call exists, is the resident's, and the agent was in it.
+    for (token, body, want) in [
+        (&c.agent, for_zhang(json!({"call_id": unknown})), (404, "unknown-call")),
+        (&c.agent, for_zhang(json!({"call_id": liu_call})), (409, "call-resident-mismatch")),
+        (&wang, for_zhang(json!({"call_id": c.call})), (403, "not-call-member")),
+        (&c.zhang, json!({"matter_code": "SE-001", "call_id": liu_call}), (409, "call-resident-mismatch")),
+        (&c.agent, for_zhang(json!({"ticket_id": unknown})), (404, "unknown-ticket")),
+    ] {
+        let r = c.app.call("POST", "/api/v1/cases", Some(token), Some(body.clone())).await;
+        assert_eq!((r.status, r.code()), want, "{body}: {}", r.body);
+    }
+    // Tickets: the resident's own.
+    let liu_ticket = take_ticket(&c.app, &c.liu).await;
+    let r = c.app.call("POST", "/api/v1/cases", Some(&c.agent), Some(for_zhang(json!({"ticket_id": liu_ticket})))).await;
+    assert_eq!((r.status, r.code()), (409, "ticket-resident-mismatch"), "{}", r.body);
+    let zhang_ticket = take_ticket(&c.app, &c.zhang).await;
+    let r = c
+        .app
+        .call("POST", "/api/v1/cases", Some(&c.agent), Some(for_zhang(json!({"ticket_id": zhang_ticket, "call_id": c.call}))))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!((r.body["ticket_id"].as_str(), r.body["call_id"].as_str()), (Some(zhang_ticket.as_str()), Some(c.call.as_str())));
+    // A resident opens a case in their own call.
+    let r = c.app.call("POST", "/api/v1/cases", Some(&c.zhang), Some(json!({"matter_code": "MI-003", "call_id": c.call}))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["calls"][0]["id"].as_str(), Some(c.call.as_str()));
+    let id = r.body["id"].as_str().unwrap().to_string();
+
+    // Video frames: the same rules for their call.
+    let frame = |call: &str| json!({"content_type": "image/png", "size": 100, "source": "video_frame", "call_id": call});
+    for (token, call, want) in [
+        (&c.agent, unknown.as_str(), (404, "unknown-call")),
+        (&c.agent, liu_call.as_str(), (409, "call-resident-mismatch")),
+        (&wang, c.call.as_str(), (403, "not-call-member")),
+    ] {
+        let r = start_upload(&c.app, token, &id, frame(call)).await;
+        assert_eq!((r.status, r.code()), want, "{call}: {}", r.body);
+    }
+    let r = start_upload(&c.app, &c.agent, &id, frame(&c.call)).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    // Nothing refused was stored.
+    let view = c.app.call("GET", &format!("/api/v1/cases/{id}"), Some(&c.zhang), None).await;
+    assert_eq!(view.body["documents"].as_array().unwrap().len(), 1);
+
+    // Call ratings: the call exists and only its resident rates it, once.
+    let rate = |call: &str, level: u8| json!({"call_id": call, "level": level});
+    let r = c.app.call("POST", "/api/v1/ratings", Some(&c.zhang), Some(rate(&unknown, 5))).await;
+    assert_eq!((r.status, r.code()), (404, "unknown-call"));
+    let r = c.app.call("POST", "/api/v1/ratings", Some(&c.liu), Some(rate(&c.call, 1))).await;
+    assert_eq!((r.status, r.code()), (403, "not-call-member"), "{}", r.body);
+    let r = c.app.call("POST", "/api/v1/ratings", Some(&c.zhang), Some(rate(&c.call, 4))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = c.app.call("POST", "/api/v1/ratings", Some(&c.zhang), Some(rate(&c.call, 1))).await;
+    assert_eq!((r.status, r.code()), (409, "already-rated"));
+    let r = c.app.call("POST", "/api/v1/ratings", Some(&c.liu), Some(rate(&liu_call, 5))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+}
+
+#[tokio::test]
+async fn a_case_lists_its_calls_and_their_recordings_for_staff_who_may_see_them() {
+    case_calls_on(ctx().await).await
+}
+
+#[tokio::test]
+async fn a_case_lists_its_calls_and_their_recordings_for_staff_who_may_see_them_on_postgresql() {
+    if !skip_without_postgres(Backend::Postgres) {
+        case_calls_on(ctx_on(Backend::Postgres).await).await
+    }
+}
+
+async fn case_calls_on(c: Ctx) {
+    use signaling::store::recordings::{RecordingRecord, RecordingState};
+    let case = c.claim_case(json!({})).await;
+    let id = case["id"].as_str().unwrap().to_string();
+    let calls = case["calls"].as_array().unwrap();
+    assert_eq!((calls.len(), calls[0]["id"].as_str()), (1, Some(c.call.as_str())), "opened in a call, linked to it");
+    assert!(calls[0]["ended_at"].is_null());
+    let path = format!("/api/v1/cases/{id}/calls");
+    let wang = c.app.staff_token("agent.wang").await;
+    c.app.clock.advance_ms(60_000);
+    let wang_call = open_call(&c.app, &wang, &c.zhang_id).await;
+    // Only an agent who was in the call (or a supervisor) links it; residents do not.
+    let link = |call: &str| json!({"call_id": call});
+    let r = c.app.call("POST", &path, Some(&c.agent), Some(link(&wang_call))).await;
+    assert_eq!((r.status, r.code()), (403, "not-call-member"), "{}", r.body);
+    let r = c.app.call("POST", &path, Some(&c.zhang), Some(link(&wang_call))).await;
+    assert_eq!(r.status, 403);
+    let r = c.app.call("POST", &path, Some(&wang), Some(link(&wang_call))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let again = c.app.call("POST", &path, Some(&wang), Some(link(&wang_call))).await;
+    assert_eq!(again.status, 200, "linking twice is one link: {}", again.body);
+    assert_eq!(again.body["calls"].as_array().unwrap().len(), 2);
+    // Unknown calls and other residents' calls are refused.
+    let r = c.app.call("POST", &path, Some(&c.supervisor), Some(link(&uuid::Uuid::now_v7().to_string()))).await;
+    assert_eq!((r.status, r.code()), (404, "unknown-call"));
+    let liu_call = open_call(&c.app, &c.agent, &me_id(&c.app, &c.liu).await).await;
+    let r = c.app.call("POST", &path, Some(&c.supervisor), Some(link(&liu_call))).await;
+    assert_eq!((r.status, r.code()), (409, "call-resident-mismatch"));
+    let r = c.app.call("POST", &format!("/api/v1/cases/{}/calls", uuid::Uuid::now_v7()), Some(&c.supervisor), Some(link(&c.call))).await;
+    assert_eq!(r.status, 404);
+    // A supervisor links a third call.
+    c.app.clock.advance_ms(60_000);
+    let third = open_call(&c.app, &c.agent, &c.zhang_id).await;
+    let r = c.app.call("POST", &path, Some(&c.supervisor), Some(link(&third))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    // The first call was recorded, and ended.
+    let rec = uuid::Uuid::now_v7();
+    let first_call: uuid::Uuid = c.call.parse().unwrap();
+    c.app
+        .state
+        .store
+        .insert_recording(&RecordingRecord {
+            id: rec,
+            call_id: first_call,
+            matter_code: None,
+            state: RecordingState::Recording,
+            started_at: integration_tests::T0_MS,
+            ended_at: None,
+            segments: 0,
+            manifest_sha256: None,
+            retention_days: 180,
+            hold: None,
+            deleted_at: None,
+        })
+        .await
+        .unwrap();
+    let r = c.app.call("POST", &format!("/api/v1/calls/{}/end", c.call), Some(&c.agent), None).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+
+    let calls_seen_by = |body: &Value| -> Vec<(String, bool, Option<Vec<String>>)> {
+        body["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| {
+                let recs = k.get("recording_ids").map(|v| {
+                    v.as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect()
+                });
+                (k["id"].as_str().unwrap().to_string(), k["ended_at"].is_string(), recs)
+            })
+            .collect()
+    };
+    let view = |token: String| {
+        let app = &c.app;
+        let path = format!("/api/v1/cases/{id}");
+        async move { app.call("GET", &path, Some(&token), None).await }
+    };
+    let rec = rec.to_string();
+    // Supervisors see every call's recordings.
+    let sup = view(c.supervisor.clone()).await;
+    assert_eq!(sup.status, 200, "{}", sup.body);
+    assert_eq!(
+        calls_seen_by(&sup.body),
+        vec![
+            (c.call.clone(), true, Some(vec![rec.clone()])),
+            (wang_call.clone(), false, Some(vec![])),
+            (third.clone(), false, Some(vec![])),
+        ]
+    );
+    // Agents see the recordings of the calls they were in, and only those.
+    let li = view(c.agent.clone()).await;
+    assert_eq!(
+        calls_seen_by(&li.body),
+        vec![
+            (c.call.clone(), true, Some(vec![rec.clone()])),
+            (wang_call.clone(), false, None),
+            (third.clone(), false, Some(vec![])),
+        ]
+    );
+    let w = view(wang.clone()).await;
+    assert_eq!(calls_seen_by(&w.body)[0], (c.call.clone(), true, None));
+    // The resident sees the calls, without recording ids.
+    let mine = view(c.zhang.clone()).await;
+    assert_eq!(
+        calls_seen_by(&mine.body),
+        vec![(c.call.clone(), true, None), (wang_call.clone(), false, None), (third.clone(), false, None)]
+    );
+    // The links are audited.
+    let auditor = c.app.staff_token("auditor").await;
+    let audit = c.app.call("GET", "/api/v1/audit?limit=200", Some(&auditor), None).await;
+    let links = audit.body["items"].as_array().unwrap().iter().filter(|e| e["action"] == "case.attach_call").count();
+    assert_eq!(links, 2);
+}
+
+#[tokio::test]
+async fn agents_without_recording_access_see_no_recording_ids() {
+    let app = spawn_app_on(Backend::Sqlite, |s| s.recordings_agent_access = false).await;
+    let agent = app.staff_token("agent.li").await;
+    let supervisor = app.staff_token("supervisor").await;
+    let zhang = app.resident_token(ZHANG).await;
+    let zhang_id = me_id(&app, &zhang).await;
+    let call = open_call(&app, &agent, &zhang_id).await;
+    let r = app
+        .call("POST", "/api/v1/cases", Some(&agent), Some(json!({"matter_code": "SE-001", "resident_id": zhang_id, "call_id": call})))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(r.body["calls"][0].get("recording_ids").is_none(), "{}", r.body);
+    let id = r.body["id"].as_str().unwrap();
+    let r = app.call("GET", &format!("/api/v1/cases/{id}"), Some(&supervisor), None).await;
+    assert_eq!(r.body["calls"][0]["recording_ids"], json!([]));
+}
+
+/// Forgets every stored idempotent result, as if each first attempt had committed its work
+/// and died before storing its answer.
+async fn forget_results(app: &TestApp) {
+    use sqlx::Connection;
+    let url = app.state.settings.database_url.clone().unwrap();
+    let sql = "UPDATE idempotency_keys SET status_code = NULL, response = NULL";
+    if url.starts_with("sqlite") {
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_retry_after_a_crash_gets_the_first_result() {
+    crash_retry_on(ctx().await).await
+}
+
+#[tokio::test]
+async fn a_retry_after_a_crash_gets_the_first_result_on_postgresql() {
+    if !skip_without_postgres(Backend::Postgres) {
+        crash_retry_on(ctx_on(Backend::Postgres).await).await
+    }
+}
+
+async fn crash_retry_on(c: Ctx) {
+    let id = c.claim_case(json!({})).await["id"].as_str().unwrap().to_string();
+    let submit = format!("/api/v1/cases/{id}/submit");
+    let review = format!("/api/v1/cases/{id}/review");
+    let reject = json!({"action": "reject", "reason": "非本市参保人员"});
+    let (a, _, _) = keyed(&c.app, &submit, &c.zhang, "submit-crash", None).await;
+    assert_eq!((a.status, a.body["status"].as_str()), (200, Some("submitted")), "{}", a.body);
+    let (a, _, _) = keyed(&c.app, &review, &c.agent, "review-crash", Some(reject.clone())).await;
+    assert_eq!((a.status, a.body["status"].as_str()), (200, Some("rejected")), "{}", a.body);
+    let doc = json!({"content_type": "image/jpeg", "size": 3000, "item_key": "id_card"});
+    let d = c.claim_case(json!({})).await["id"].as_str().unwrap().to_string();
+    let docs_d = format!("/api/v1/cases/{d}/documents");
+    let (first_doc, _, _) = keyed(&c.app, &docs_d, &c.zhang, "doc-crash", Some(doc.clone())).await;
+    assert_eq!(first_doc.status, 201, "{}", first_doc.body);
+    // Each first attempt committed, then died before storing its answer.
+    forget_results(&c.app).await;
+    // While the claims are fresh, a retry is told to wait.
+    let (r, _, _) = keyed(&c.app, &submit, &c.zhang, "submit-crash", None).await;
+    assert_eq!((r.status, r.code()), (409, "idempotency-in-progress"));
+    // After a minute the retries take the claims over and answer the first results.
+    c.app.clock.advance_ms(61_000);
+    let (r, _, replayed) = keyed(&c.app, &submit, &c.zhang, "submit-crash", None).await;
+    assert_eq!(r.status, 200, "not an illegal second submission: {}", r.body);
+    assert!(!replayed);
+    assert_eq!((r.body["id"].as_str(), r.body["status"].as_str()), (Some(id.as_str()), Some("rejected")));
+    let (r, r_bytes, _) = keyed(&c.app, &review, &c.agent, "review-crash", Some(reject.clone())).await;
+    assert_eq!((r.status, r.body["status"].as_str()), (200, Some("rejected")), "{}", r.body);
+    // That answer is stored now: the next retry replays it.
+    let (again, again_bytes, replayed) = keyed(&c.app, &review, &c.agent, "review-crash", Some(reject)).await;
+    assert!(replayed);
+    assert_eq!((again.status, r_bytes), (200, again_bytes));
+    let (r, _, _) = keyed(&c.app, &docs_d, &c.zhang, "doc-crash", Some(doc)).await;
+    assert_eq!((r.status, r.body["id"].clone()), (201, first_doc.body["id"].clone()), "the same document");
+    // Each transition happened once.
+    let view = c.app.call("GET", &format!("/api/v1/cases/{id}"), Some(&c.zhang), None).await;
+    let walk: Vec<&str> = view.body["history"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(walk, ["create", "submit", "reject"]);
+    let view = c.app.call("GET", &format!("/api/v1/cases/{d}"), Some(&c.zhang), None).await;
+    assert_eq!(view.body["documents"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn documents_and_ratings_retried_with_their_key_are_made_once() {
+    let c = ctx().await;
+    let id = c.claim_case(json!({})).await["id"].as_str().unwrap().to_string();
+    let bytes = jpeg(5000, 42);
+    let body = json!({"content_type": "image/jpeg", "size": bytes.len(), "item_key": "id_card"});
+    let docs = format!("/api/v1/cases/{id}/documents");
+    let (a, a_bytes, a_replayed) = keyed(&c.app, &docs, &c.zhang, "doc-1", Some(body.clone())).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let (b, b_bytes, b_replayed) = keyed(&c.app, &docs, &c.zhang, "doc-1", Some(body)).await;
+    assert_eq!((a_replayed, b_replayed, b.status), (false, true, 201));
+    assert_eq!(a_bytes, b_bytes);
+    let view = c.app.call("GET", &format!("/api/v1/cases/{id}"), Some(&c.zhang), None).await;
+    assert_eq!(view.body["documents"].as_array().unwrap().len(), 1);
+    // Finish, twice with one key: the same answer; the same key on another body is refused.
+    let url = a.body["content_url"].as_str().unwrap().to_string();
+    assert_eq!(put_chunk(&c.app, &c.zhang, &url, 0, &bytes).await.0, 204);
+    let finish = url.replace("/content", "/finish");
+    let (f1, f1_bytes, _) = keyed(&c.app, &finish, &c.zhang, "fin-1", Some(json!({"sha256": sha(&bytes)}))).await;
+    assert_eq!((f1.status, f1.body["status"].as_str()), (200, Some("ready")), "{}", f1.body);
+    let (f2, f2_bytes, replayed) = keyed(&c.app, &finish, &c.zhang, "fin-1", Some(json!({"sha256": sha(&bytes)}))).await;
+    assert!(replayed);
+    assert_eq!((f2.status, f1_bytes), (200, f2_bytes));
+    let (f3, _, _) = keyed(&c.app, &finish, &c.zhang, "fin-1", Some(json!({"sha256": sha(b"x")}))).await;
+    assert_eq!((f3.status, f3.code()), (422, "idempotency-key-reused"));
+    // Reviews: a keyed return retried is one return.
+    c.submit(&id, &c.zhang).await;
+    let ret = json!({"action": "return", "reason": "请补正材料"});
+    let review = format!("/api/v1/cases/{id}/review");
+    let (r1, r1_bytes, _) = keyed(&c.app, &review, &c.agent, "rev-1", Some(ret.clone())).await;
+    assert_eq!((r1.status, r1.body["status"].as_str()), (200, Some("returned")), "{}", r1.body);
+    let (r2, r2_bytes, replayed) = keyed(&c.app, &review, &c.agent, "rev-1", Some(ret)).await;
+    assert!(replayed);
+    assert_eq!((r2.status, r1_bytes), (200, r2_bytes));
+    assert_eq!(r2.body["return_count"], 1);
+    // Ratings.
+    let rating = json!({"case_id": id, "level": 1, "comment": "材料被退回"});
+    let (g1, g1_bytes, _) = keyed(&c.app, "/api/v1/ratings", &c.zhang, "rate-1", Some(rating.clone())).await;
+    assert_eq!(g1.status, 201, "{}", g1.body);
+    let (g2, g2_bytes, replayed) = keyed(&c.app, "/api/v1/ratings", &c.zhang, "rate-1", Some(rating)).await;
+    assert!(replayed);
+    assert_eq!((g2.status, g1_bytes), (201, g2_bytes));
+    let (g3, _, _) = keyed(&c.app, "/api/v1/ratings", &c.zhang, "rate-1", Some(json!({"case_id": id, "level": 5}))).await;
+    assert_eq!((g3.status, g3.code()), (422, "idempotency-key-reused"));
+    let sup = c.app.call("GET", "/api/v1/follow-ups", Some(&c.supervisor), None).await;
+    assert_eq!(sup.body["items"].as_array().unwrap().len(), 1, "one rating, one follow-up");
+}
+
+#[tokio::test]
+async fn accepted_cases_can_be_returned_or_rejected_and_resubmitted_ones_rejected() {
+    let c = ctx().await;
+    let answers: Value = serde_json::from_str(ALL_ANSWERS_NO_INJURY).unwrap();
+    let history = |body: &Value| -> Vec<(String, String)> {
+        body["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .skip(1)
+            .map(|e| (e["from"].as_str().unwrap().to_string(), e["to"].as_str().unwrap().to_string()))
+            .collect()
+    };
+    let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+    // accepted → returned: a document found invalid after acceptance.
+    let a = c.claim_case(answers.clone()).await["id"].as_str().unwrap().to_string();
+    provide_required(&c, &a).await;
+    c.submit(&a, &c.zhang).await;
+    assert_eq!(c.review(&a, json!({"action": "accept"})).await.body["status"], "accepted");
+    let r = c
+        .review(&a, json!({"action": "return", "reason": "银行账户信息有误", "invalid": [{"item": "bank_account", "reason": "户名与申请人不符"}]}))
+        .await;
+    assert_eq!((r.status, r.body["status"].as_str()), (200, Some("returned")), "{}", r.body);
+    assert_eq!(r.body["return_notice"][0]["item"], "bank_account");
+    assert_eq!(history(&r.body), [pair("draft", "submitted"), pair("submitted", "accepted"), pair("accepted", "returned")]);
+    // accepted → rejected.
+    let b = c.claim_case(answers.clone()).await["id"].as_str().unwrap().to_string();
+    c.submit(&b, &c.zhang).await;
+    let r = c.review(&b, json!({"action": "accept", "override_reason": "材料已线下核验齐全"})).await;
+    assert_eq!(r.body["status"], "accepted", "{}", r.body);
+    let r = c.review(&b, json!({"action": "reject", "reason": "复核发现不符合报销条件"})).await;
+    assert_eq!((r.status, r.body["status"].as_str()), (200, Some("rejected")), "{}", r.body);
+    assert_eq!(history(&r.body), [pair("draft", "submitted"), pair("submitted", "accepted"), pair("accepted", "rejected")]);
+    assert_eq!(r.body["history"][3]["reason"], "复核发现不符合报销条件");
+    // resubmitted → rejected.
+    let d = c.claim_case(answers).await["id"].as_str().unwrap().to_string();
+    c.submit(&d, &c.zhang).await;
+    assert_eq!(c.review(&d, json!({"action": "return", "reason": "缺材料"})).await.body["status"], "returned");
+    assert_eq!(c.submit(&d, &c.zhang).await.body["status"], "resubmitted");
+    let r = c.review(&d, json!({"action": "reject", "reason": "逾期未补齐"})).await;
+    assert_eq!((r.status, r.body["status"].as_str()), (200, Some("rejected")), "{}", r.body);
+    assert_eq!(
+        history(&r.body),
+        [pair("draft", "submitted"), pair("submitted", "returned"), pair("returned", "resubmitted"), pair("resubmitted", "rejected")]
+    );
 }

@@ -8,6 +8,7 @@ use signaling::domain::case::{
     Answers, Case, CaseAction, CaseEvent, CaseEventId, CaseId, CaseStatus, Document, DocumentFormat, DocumentId,
     DocumentSource, DocumentStatus, FollowUp, FollowUpId, Rating, RatingId, RatingLevel, RatingSubject,
 };
+use signaling::domain::call::{Call, CallState, Member, MemberRole};
 use signaling::domain::identity::{PhoneNumber, Role};
 use signaling::domain::ids::ResidentId;
 use signaling::domain::people::Resident;
@@ -36,7 +37,134 @@ integration_tests::both_backends!(
     a_stale_claim_is_taken_over_with_the_same_resource_id,
     one_rating_per_resident_and_subject_with_its_follow_up,
     a_follow_up_closes_exactly_once_under_concurrency,
+    calls_link_to_a_case_once_each,
+    a_keyed_transition_is_found_by_its_key_and_applies_once,
 );
+
+/// A call between a new agent and the resident.
+async fn call_of(s: &Arc<dyn Store>, r: ResidentId, at: i64) -> (Uuid, Uuid) {
+    let agent = Uuid::now_v7();
+    let call = Call {
+        id: Uuid::now_v7(),
+        opened_by: agent,
+        resident_id: Some(r.0),
+        matter_code: None,
+        ticket_id: None,
+        state: CallState::Open,
+        created_at: at,
+        ended_at: None,
+        end_reason: None,
+        ended_by: None,
+    };
+    let member = |subject, role| Member {
+        call_id: call.id,
+        participant_id: Uuid::now_v7(),
+        subject,
+        role,
+        display_name: "x".into(),
+        added_at: at,
+        added_by: None,
+    };
+    s.insert_call(&call, &[member(agent, MemberRole::Agent), member(r.0, MemberRole::Resident)]).await.unwrap();
+    (call.id, agent)
+}
+
+async fn calls_link_to_a_case_once_each(s: Arc<dyn Store>) {
+    let r = resident(&s, "13700000021").await;
+    let (first, agent) = call_of(&s, r, 1500).await;
+    // A case opened in a call is linked to it at creation, in the same transaction.
+    let mut c = new_case(&s, r, "MI-003").await;
+    c.id = CaseId::new();
+    c.call_id = Some(first);
+    s.insert_case(&c, &event(c.id, 2000, CaseAction::Create, None, CaseStatus::Draft)).await.unwrap();
+    let links = s.case_calls(c.id).await.unwrap();
+    assert_eq!(links.len(), 1);
+    assert_eq!((links[0].call_id, links[0].attached_by, links[0].started_at, links[0].ended_at), (first, c.created_by, 1500, None));
+    // A second call: linked once, however often it is asked (also concurrently).
+    let (second, _) = call_of(&s, r, 5000).await;
+    let tries = (0..6).map(|_| {
+        let s = s.clone();
+        tokio::spawn(async move { s.attach_call(c.id, second, 6000, agent).await.unwrap() })
+    });
+    let added: Vec<bool> = futures_util::future::join_all(tries).await.into_iter().map(Result::unwrap).collect();
+    assert_eq!(added.iter().filter(|a| **a).count(), 1, "{added:?}");
+    s.end_call(second, 7000, "hung_up", Some(agent)).await.unwrap();
+    let links = s.case_calls(c.id).await.unwrap();
+    assert_eq!(links.iter().map(|l| l.call_id).collect::<Vec<_>>(), vec![first, second]);
+    assert_eq!((links[1].attached_at, links[1].ended_at), (6000, Some(7000)));
+    // Unknown calls and cases are reference conflicts; a case opened in an unknown call is not stored.
+    assert!(matches!(s.attach_call(c.id, Uuid::now_v7(), 1, agent).await, Err(StoreError::Conflict("reference"))));
+    assert!(matches!(s.attach_call(CaseId::new(), first, 1, agent).await, Err(StoreError::Conflict("reference"))));
+    let mut ghost = c.clone();
+    ghost.id = CaseId::new();
+    ghost.call_id = Some(Uuid::now_v7());
+    let e = s.insert_case(&ghost, &event(ghost.id, 1, CaseAction::Create, None, CaseStatus::Draft)).await;
+    assert!(matches!(e, Err(StoreError::Conflict("reference"))), "{e:?}");
+    assert!(s.case_by_id(ghost.id).await.unwrap().is_none());
+}
+
+async fn a_keyed_transition_is_found_by_its_key_and_applies_once(s: Arc<dyn Store>) {
+    let r = resident(&s, "13700000022").await;
+    let c = new_case(&s, r, "MI-003").await;
+    let mut ev = event(c.id, 3000, CaseAction::Submit, Some(CaseStatus::Draft), CaseStatus::Submitted);
+    let actor = ev.actor_id.unwrap();
+    let t = Transition { expected_version: 1, to: CaseStatus::Submitted, event: ev.clone(), invalidate: vec![], idem_key: Some("k-1".into()) };
+    let after = s.transition_case(c.id, &t).await.unwrap();
+    assert_eq!(s.case_event_by_key(c.id, actor, "k-1").await.unwrap().map(|e| e.id), Some(ev.id));
+    // Another actor's key, another key: nothing.
+    assert!(s.case_event_by_key(c.id, Uuid::now_v7(), "k-1").await.unwrap().is_none());
+    assert!(s.case_event_by_key(c.id, actor, "k-2").await.unwrap().is_none());
+    // The same key cannot write a second entry, even at the right version.
+    ev.id = CaseEventId::new();
+    let again = Transition { expected_version: after.version, event: ev, ..t };
+    assert!(matches!(s.transition_case(c.id, &again).await, Err(StoreError::Conflict("duplicate"))));
+    let now = s.case_by_id(c.id).await.unwrap().unwrap();
+    assert_eq!((now.version, s.case_events(c.id).await.unwrap().len()), (after.version, 2));
+}
+
+#[tokio::test]
+async fn case_events_are_append_only_on_sqlite() {
+    case_events_are_append_only(Backend::Sqlite).await
+}
+
+#[tokio::test]
+async fn case_events_are_append_only_on_postgresql() {
+    case_events_are_append_only(Backend::Postgres).await
+}
+
+/// The trigger refuses UPDATE and DELETE on the history, whoever asks (plain SQL here).
+async fn case_events_are_append_only(backend: Backend) {
+    if skip_without_postgres(backend) {
+        return;
+    }
+    let dir = temp_dir("append-only");
+    let url = database_url(backend, &dir).await.unwrap();
+    let s = store::connect(&url).await.unwrap();
+    store::seed_catalogue(s.as_ref(), 1000).await.unwrap();
+    let r = resident(&s, "13700000023").await;
+    let c = new_case(&s, r, "MI-003").await;
+    let id = c.id.0;
+    let tries = [
+        ("UPDATE case_events SET reason = 'rewritten' WHERE case_id = $1", "update"),
+        ("DELETE FROM case_events WHERE case_id = $1", "delete"),
+    ];
+    for (sql, what) in tries {
+        let err = match backend {
+            Backend::Sqlite => {
+                let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await.unwrap();
+                sqlx::query(sql).bind(id).execute(&mut conn).await.err()
+            }
+            Backend::Postgres => {
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.unwrap();
+                sqlx::query(sql).bind(id).execute(&mut conn).await.err()
+            }
+        };
+        let err = err.unwrap_or_else(|| panic!("the {what} went through"));
+        assert!(err.to_string().contains("append-only"), "{what}: {err}");
+    }
+    let h = s.case_events(c.id).await.unwrap();
+    assert_eq!((h.len(), h[0].reason.as_deref()), (1, None));
+}
 
 async fn resident(s: &Arc<dyn Store>, phone: &str) -> ResidentId {
     let r = Resident {
@@ -78,7 +206,7 @@ async fn new_case(s: &Arc<dyn Store>, r: ResidentId, matter: &str) -> Case {
         matter_code: matter.into(),
         status: CaseStatus::Draft,
         answers,
-        call_id: Some(Uuid::now_v7()),
+        call_id: None,
         ticket_id: None,
         created_by: Uuid::now_v7(),
         created_by_role: Role::Agent,
@@ -100,6 +228,7 @@ async fn step(s: &Arc<dyn Store>, c: &Case, action: CaseAction, to: CaseStatus, 
             to,
             event: event(c.id, at, action, Some(c.status), to),
             invalidate: vec![],
+            idem_key: None,
         },
     )
     .await
@@ -194,6 +323,7 @@ async fn a_return_marks_documents_invalid_and_counts_for_the_return_rate(s: Arc<
                 to: CaseStatus::Returned,
                 event: ret,
                 invalidate: vec![("receipts".into(), "票据模糊".into())],
+                idem_key: None,
             },
         )
         .await

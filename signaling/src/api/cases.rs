@@ -18,6 +18,7 @@ use super::extract::{Body, PathParam, Principal, QueryParams};
 use super::idempotency::{self, IdempotencyKey, JsonBytes};
 use super::{rfc3339, Page, PageQuery};
 use crate::app::AppState;
+use crate::domain::call::{Call, MemberRole};
 use crate::domain::case::{
     self, accept_gate, evaluate, hand_in_action, next_status, return_notice, Answers, Case, CaseAction, CaseError,
     CaseEvent, CaseEventId, CaseId, CaseStatus, ChecklistReport, Document, InvalidItem, Issue, ReturnRate,
@@ -27,6 +28,8 @@ use crate::domain::ids::ResidentId;
 use crate::domain::matter::Matter;
 use crate::domain::people::Actor;
 use crate::store::cases::{CaseFilter, Transition};
+use crate::store::queue::Ticket;
+use crate::store::recordings::{RecordingFilter, RecordingState};
 use crate::store::StoreError;
 
 pub(crate) fn actor(who: &Principal) -> Actor {
@@ -74,6 +77,57 @@ pub(crate) async fn matter_of(state: &AppState, c: &Case) -> ApiResult<Matter> {
         .matter(&c.matter_code)
         .await?
         .ok_or_else(|| ApiError::internal(format!("case {} names a missing matter", c.id)))
+}
+
+/// Checks a call named by a case, a document or a link request: it exists (`404
+/// unknown-call`), it is the resident's call (`409 call-resident-mismatch`), and an agent
+/// acting on it was a member of it (`403 not-call-member`).
+pub(crate) async fn check_call(state: &AppState, who: &Principal, call_id: Uuid, resident: ResidentId) -> ApiResult<Call> {
+    let call = state
+        .store
+        .call_by_id(call_id)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown-call", "no such call"))?;
+    let members = state.store.call_members(call_id).await?;
+    let residents = call.resident_id == Some(resident.0)
+        || members.iter().any(|m| m.role == MemberRole::Resident && m.subject == resident.0);
+    if !residents {
+        return Err(ApiError::conflict("call-resident-mismatch", "the call is not one of this resident's calls"));
+    }
+    if who.role == Role::Agent && !members.iter().any(|m| m.subject == who.id && m.role == MemberRole::Agent) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "not-call-member", "you were not an agent in that call"));
+    }
+    Ok(call)
+}
+
+/// Checks a queue ticket named by a case: it exists (`404 unknown-ticket`) and is the
+/// resident's (`409 ticket-resident-mismatch`).
+pub(crate) async fn check_ticket(state: &AppState, ticket_id: Uuid, resident: ResidentId) -> ApiResult<Ticket> {
+    let t = state
+        .store
+        .ticket(ticket_id)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown-ticket", "no such ticket"))?;
+    if t.resident_id != resident.0 {
+        return Err(ApiError::conflict("ticket-resident-mismatch", "the ticket is not one of this resident's tickets"));
+    }
+    Ok(t)
+}
+
+/// May this caller see the recording ids of a call (the rules of `api/recordings.rs`):
+/// supervisors and auditors always, agents for calls they were agents in when
+/// `recordings_agent_access` allows, nobody else.
+async fn may_see_recordings(state: &AppState, who: &Principal, call_id: Uuid) -> ApiResult<bool> {
+    Ok(match who.role {
+        Role::Supervisor | Role::Auditor => true,
+        Role::Agent if state.settings.recordings_agent_access => state
+            .store
+            .call_members(call_id)
+            .await?
+            .iter()
+            .any(|m| m.subject == who.id && m.role == MemberRole::Agent),
+        _ => false,
+    })
 }
 
 fn case_error(e: CaseError) -> ApiError {
@@ -195,6 +249,23 @@ impl From<&CaseEvent> for EventView {
     }
 }
 
+/// A call linked to a case.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CaseCallView {
+    /// The call.
+    pub id: Uuid,
+    /// When it was opened (RFC 3339).
+    pub started_at: String,
+    /// When it ended (RFC 3339), `null` while it runs.
+    pub ended_at: Option<String>,
+    /// When it was linked to the case (RFC 3339).
+    pub attached_at: String,
+    /// Its recordings (ids for `/api/v1/recordings/{id}`), for staff who may see them;
+    /// absent for everyone else (residents, agents who were not in the call).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording_ids: Option<Vec<Uuid>>,
+}
+
 /// A case with its checklist, documents and history.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CaseView {
@@ -216,6 +287,8 @@ pub struct CaseView {
     pub call_id: Option<Uuid>,
     /// The ticket it came from.
     pub ticket_id: Option<Uuid>,
+    /// The calls it was handled in (the first is the one it was opened in).
+    pub calls: Vec<CaseCallView>,
     /// Who created it.
     pub created_by: Uuid,
     /// Their role.
@@ -238,9 +311,26 @@ pub struct CaseView {
     pub version: i64,
 }
 
-/// Builds the full view of a case.
-pub(crate) async fn case_view(state: &AppState, c: &Case) -> ApiResult<CaseView> {
+/// Builds the full view of a case as `who` may see it.
+pub(crate) async fn case_view(state: &AppState, who: &Principal, c: &Case) -> ApiResult<CaseView> {
     let matter = matter_of(state, c).await?;
+    let mut calls = Vec::new();
+    for link in state.store.case_calls(c.id).await? {
+        let recording_ids = if may_see_recordings(state, who, link.call_id).await? {
+            let filter = RecordingFilter { call_id: Some(link.call_id), ..Default::default() };
+            let recs = state.store.list_recordings(&filter, super::MAX_PAGE).await?;
+            Some(recs.iter().filter(|r| r.state != RecordingState::Deleted).map(|r| r.id).collect())
+        } else {
+            None
+        };
+        calls.push(CaseCallView {
+            id: link.call_id,
+            started_at: rfc3339(link.started_at),
+            ended_at: link.ended_at.map(rfc3339),
+            attached_at: rfc3339(link.attached_at),
+            recording_ids,
+        });
+    }
     let docs = state.store.list_documents(c.id).await?;
     let events = state.store.case_events(c.id).await?;
     let facts: Vec<_> = docs.iter().map(Document::fact).collect();
@@ -259,6 +349,7 @@ pub(crate) async fn case_view(state: &AppState, c: &Case) -> ApiResult<CaseView>
         answers: c.answers.clone(),
         call_id: c.call_id,
         ticket_id: c.ticket_id,
+        calls,
         created_by: c.created_by,
         created_by_role: c.created_by_role,
         return_count: c.return_count,
@@ -324,6 +415,18 @@ pub async fn create_case(
         if state.store.resident_by_id(resident).await?.is_none() {
             return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown-resident", "no such resident"));
         }
+        let call = match req.call_id {
+            Some(call) => Some(check_call(state, who, call, resident).await?),
+            None => None,
+        };
+        if let Some(ticket) = req.ticket_id {
+            check_ticket(state, ticket, resident).await?;
+            if let Some(t) = call.as_ref().and_then(|c| c.ticket_id) {
+                if t != ticket {
+                    return Err(ApiError::conflict("ticket-call-mismatch", "the call was opened for another ticket"));
+                }
+            }
+        }
         let now = state.clock.now_ms();
         let c = Case {
             id: CaseId(id),
@@ -364,7 +467,7 @@ pub async fn create_case(
         state
             .audit(actor(&who), "case.create", "case", c.id, serde_json::json!({"matter": c.matter_code, "resident": c.resident_id}))
             .await?;
-        Ok((StatusCode::CREATED, case_view(&state, &c).await?))
+        Ok((StatusCode::CREATED, case_view(state, who, &c).await?))
     })
     .await
 }
@@ -475,7 +578,44 @@ pub async fn get_case(
     if who.role != Role::Resident {
         state.audit(actor(&who), "case.view", "case", c.id, serde_json::json!({})).await?;
     }
-    Ok(Json(case_view(&state, &c).await?))
+    Ok(Json(case_view(&state, &who, &c).await?))
+}
+
+/// A call to link to a case.
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttachCall {
+    /// The call: one of the case's resident's calls.
+    pub call_id: Uuid,
+}
+
+/// Links another call of the case's resident to the case (a second call about the same
+/// matter): an agent who was an agent in that call, or a supervisor. Linking a call twice is
+/// one link (201 the first time, 200 after).
+#[utoipa::path(post, path = "/api/v1/cases/{id}/calls", tag = "cases", params(("id" = Uuid, Path)),
+    request_body = AttachCall, security(("bearer" = [])),
+    responses((status = 201, body = CaseView), (status = 200, body = CaseView), (status = 403, body = super::error::Problem),
+        (status = 404, body = super::error::Problem), (status = 409, body = super::error::Problem)))]
+pub async fn attach_call(
+    State(state): State<AppState>,
+    who: Principal,
+    PathParam(id): PathParam<Uuid>,
+    Body(req): Body<AttachCall>,
+) -> ApiResult<(StatusCode, Json<CaseView>)> {
+    no_helpers(&who)?;
+    who.require(&[Role::Agent, Role::Supervisor])?;
+    let c = load_case(&state, &who, id, Access::Read).await?;
+    check_call(&state, &who, req.call_id, c.resident_id).await?;
+    let added = match state.store.attach_call(c.id, req.call_id, state.clock.now_ms(), who.id).await {
+        Ok(added) => added,
+        Err(StoreError::Conflict("reference")) => return Err(ApiError::not_found("case or call")),
+        Err(e) => return Err(e.into()),
+    };
+    if added {
+        state.audit(actor(&who), "case.attach_call", "case", c.id, serde_json::json!({"call_id": req.call_id})).await?;
+    }
+    let status = if added { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(case_view(&state, &who, &c).await?)))
 }
 
 /// New intake answers.
@@ -512,9 +652,22 @@ pub async fn set_answers(
         .await
         .map_err(version_conflict)?;
     state.audit(actor(&who), "case.answers", "case", c.id, serde_json::json!({"answers": c.answers})).await?;
-    Ok(Json(case_view(&state, &c).await?))
+    Ok(Json(case_view(&state, &who, &c).await?))
 }
 
+/// A retry of a keyed submit or review whose first attempt committed its transition but died
+/// before its result was stored (its claim was taken over): the case as it is now, with the
+/// first attempt's transition in its history. `None` when no transition carries the key.
+async fn committed_before(state: &AppState, who: &Principal, id: CaseId, key: Option<&str>) -> ApiResult<Option<CaseView>> {
+    let Some(key) = key else { return Ok(None) };
+    if state.store.case_event_by_key(id, who.id, key).await?.is_none() {
+        return Ok(None);
+    }
+    let c = state.store.case_by_id(id).await?.ok_or_else(|| ApiError::not_found("case"))?;
+    Ok(Some(case_view(state, who, &c).await?))
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn apply(
     state: &AppState,
     who: &Principal,
@@ -524,6 +677,7 @@ async fn apply(
     detail: serde_json::Value,
     invalidate: Vec<(String, String)>,
     expected_version: Option<i64>,
+    idem_key: Option<&str>,
 ) -> ApiResult<Case> {
     if !action.allowed_roles().contains(&who.role) {
         return Err(ApiError::forbidden());
@@ -546,8 +700,15 @@ async fn apply(
             detail: detail.clone(),
         },
         invalidate,
+        idem_key: idem_key.map(str::to_string),
     };
-    let updated = state.store.transition_case(c.id, &t).await.map_err(version_conflict)?;
+    let updated = match state.store.transition_case(c.id, &t).await {
+        // The key's transition was committed meanwhile by an attempt still running.
+        Err(StoreError::Conflict("duplicate")) => {
+            return Err(ApiError::conflict("case-changed", "the case was changed meanwhile; reload it and retry"))
+        }
+        other => other.map_err(version_conflict)?,
+    };
     state
         .audit(
             actor(who),
@@ -574,12 +735,15 @@ pub async fn submit_case(
 ) -> ApiResult<JsonBytes> {
     let route = format!("POST /api/v1/cases/{id}/submit");
     let c = load_case(&state, &who, id, Access::Write).await?;
-    let (state, who) = (&state, &who);
+    let (state, who, idem) = (&state, &who, key.0.as_deref());
     idempotency::once(state, who, &key, &route, &serde_json::json!({}), move |_| async move {
+        if let Some(first) = committed_before(state, who, c.id, idem).await? {
+            return Ok((StatusCode::OK, first));
+        }
         // Re-read inside the claim: the state may have moved since the first read.
         let c = state.store.case_by_id(c.id).await?.ok_or_else(|| ApiError::not_found("case"))?;
-        let c = apply(&state, &who, &c, hand_in_action(c.status), None, serde_json::json!({}), Vec::new(), None).await?;
-        Ok((StatusCode::OK, case_view(&state, &c).await?))
+        let c = apply(state, who, &c, hand_in_action(c.status), None, serde_json::json!({}), Vec::new(), None, idem).await?;
+        Ok((StatusCode::OK, case_view(state, who, &c).await?))
     })
     .await
 }
@@ -647,8 +811,13 @@ pub async fn review_case(
     who.require(&[Role::Agent])?;
     let route = format!("POST /api/v1/cases/{id}/review");
     let c = load_case(&state, &who, id, Access::Write).await?;
-    let (state, who, req) = (&state, &who, &req);
+    let (state, who, req, idem) = (&state, &who, &req, key.0.as_deref());
     idempotency::once(state, who, &key, &route, req, move |_| async move {
+        if let Some(first) = committed_before(state, who, c.id, idem).await? {
+            return Ok((StatusCode::OK, first));
+        }
+        // Re-read inside the claim: the state may have moved since the first read.
+        let c = state.store.case_by_id(c.id).await?.ok_or_else(|| ApiError::not_found("case"))?;
         let matter = matter_of(&state, &c).await?;
         let docs = state.store.list_documents(c.id).await?;
         let facts: Vec<_> = docs.iter().map(Document::fact).collect();
@@ -663,7 +832,7 @@ pub async fn review_case(
                 } else {
                     (override_reason.clone(), serde_json::json!({"override": true, "overridden": overridden}))
                 };
-                apply(&state, &who, &c, CaseAction::Accept, reason, detail, Vec::new(), *expected_version).await?
+                apply(state, who, &c, CaseAction::Accept, reason, detail, Vec::new(), *expected_version, idem).await?
             }
             Review::Return { reason, invalid, expected_version } => {
                 next_status(c.status, CaseAction::Return).map_err(case_error)?;
@@ -682,6 +851,7 @@ pub async fn review_case(
                     serde_json::json!({"notice": notice}),
                     invalidate,
                     *expected_version,
+                    idem,
                 )
                 .await?
             }
@@ -690,7 +860,7 @@ pub async fn review_case(
                     case::check_reason(n, false).map_err(case_error)?;
                 }
                 let action = if matches!(req, Review::Approve { .. }) { CaseAction::Approve } else { CaseAction::Complete };
-                apply(&state, &who, &c, action, note.clone(), serde_json::json!({}), Vec::new(), *expected_version).await?
+                apply(state, who, &c, action, note.clone(), serde_json::json!({}), Vec::new(), *expected_version, idem).await?
             }
             Review::Reject { reason, expected_version } => {
                 next_status(c.status, CaseAction::Reject).map_err(case_error)?;
@@ -704,11 +874,12 @@ pub async fn review_case(
                     serde_json::json!({}),
                     Vec::new(),
                     *expected_version,
+                    idem,
                 )
                 .await?
             }
         };
-        Ok((StatusCode::OK, case_view(&state, &updated).await?))
+        Ok((StatusCode::OK, case_view(state, who, &updated).await?))
     })
     .await
 }

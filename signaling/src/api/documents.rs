@@ -15,7 +15,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::cases::{actor, load_case, matter_of, Access, DocumentView};
+use super::cases::{actor, check_call, load_case, matter_of, Access, DocumentView};
 use super::error::{ApiError, ApiResult};
 use super::extract::{Body, PathParam, Principal};
 use super::idempotency::{self, IdempotencyKey, JsonBytes};
@@ -154,6 +154,10 @@ pub async fn create_document(
             if req.call_id.is_none() {
                 return Err(ApiError::invalid("a video frame needs the call_id it was captured in"));
             }
+        }
+        if let Some(call) = req.call_id {
+            // The resident's call, and (for frames) one the agent was in.
+            check_call(state, who, call, c.resident_id).await?;
         }
         if state.store.list_documents(c.id).await?.len() >= MAX_DOCUMENTS_PER_CASE {
             return Err(ApiError::conflict("too-many-documents", "the case holds the most documents allowed"));

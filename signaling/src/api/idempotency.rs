@@ -118,7 +118,8 @@ where
                 let out = encode(status, &v)?;
                 if let Err(e) = state.store.idem_complete(who.id, key, out.status.as_u16(), &out.body).await {
                     // The work is done; a retry after the claim goes stale re-runs it with the
-                    // same resource id, which finds what this attempt made.
+                    // same resource id, which finds what this attempt made (a created resource
+                    // by its id; a case transition by the key on its history entry).
                     tracing::warn!(error = %e, "could not store an idempotent result");
                 }
                 Ok(out)

@@ -102,6 +102,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(queue::agents))
         .routes(routes!(cases::create_case, cases::list_cases))
         .routes(routes!(cases::get_case))
+        .routes(routes!(cases::attach_call))
         .routes(routes!(cases::set_answers))
         .routes(routes!(cases::submit_case))
         .routes(routes!(cases::review_case))

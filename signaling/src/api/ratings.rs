@@ -8,9 +8,10 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::cases::{actor, load_case, Access};
+use super::cases::{actor, check_call, load_case, Access};
 use super::error::{ApiError, ApiResult};
 use super::extract::{Body, PathParam, Principal, QueryParams};
+use super::idempotency::{self, IdempotencyKey, JsonBytes};
 use super::{rfc3339, Page, PageQuery};
 use crate::app::AppState;
 use crate::domain::case::{
@@ -94,83 +95,100 @@ fn same_rating(r: &Rating, req: &NewRating, comment: &Option<String>) -> bool {
     r.level == req.level && r.tags == req.tags && &r.comment == comment
 }
 
-/// Rates a case or a call (residents, once each). Sending the same rating again returns the
-/// first (200); a different one is refused with `already-rated`. A level of 2 or less opens a
-/// follow-up for supervisors.
+/// Rates a case or a call (residents, once each: their own cases, and calls they were the
+/// resident of). Sending the same rating again returns the first (200); a different one is
+/// refused with `already-rated`. A level of 2 or less opens a follow-up for supervisors. Send
+/// an `Idempotency-Key` so a retry returns the first result.
 #[utoipa::path(post, path = "/api/v1/ratings", tag = "ratings", request_body = NewRating, security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes a retry return the first result")),
     responses((status = 201, body = RatingView), (status = 200, body = RatingView), (status = 403, body = super::error::Problem),
-        (status = 409, body = super::error::Problem), (status = 422, body = super::error::Problem)))]
+        (status = 404, body = super::error::Problem), (status = 409, body = super::error::Problem),
+        (status = 422, body = super::error::Problem)))]
 pub async fn create_rating(
     State(state): State<AppState>,
     who: Principal,
+    key: IdempotencyKey,
     Body(req): Body<NewRating>,
-) -> ApiResult<(StatusCode, Json<RatingView>)> {
+) -> ApiResult<JsonBytes> {
     who.require(&[Role::Resident])?;
     let resident = ResidentId(who.id);
     let tags: Vec<String> = req.tags.iter().map(|t| t.trim().to_string()).collect();
     let comment = req.comment.as_ref().map(|c| c.trim().to_string()).filter(|c| !c.is_empty());
     validate_feedback(&tags, comment.as_deref())?;
     let req = NewRating { tags, ..req };
-    let (subject, matter_code) = match (req.case_id, req.call_id) {
-        (Some(case), None) => {
-            let c = load_case(&state, &who, case, Access::Read).await?;
-            if c.status == CaseStatus::Draft {
-                return Err(ApiError::conflict("not-rateable", "a draft case cannot be rated yet"));
+    let (state, who, req, comment) = (&state, &who, &req, &comment);
+    idempotency::once(state, who, &key, "POST /api/v1/ratings", req, move |rating_id| async move {
+        let (subject, matter_code) = match (req.case_id, req.call_id) {
+            (Some(case), None) => {
+                let c = load_case(state, who, case, Access::Read).await?;
+                if c.status == CaseStatus::Draft {
+                    return Err(ApiError::conflict("not-rateable", "a draft case cannot be rated yet"));
+                }
+                (RatingSubject::Case(CaseId(case)), Some(c.matter_code))
             }
-            (RatingSubject::Case(CaseId(case)), Some(c.matter_code))
+            (None, Some(call)) => {
+                // Only the call's own resident rates it.
+                let c = check_call(state, who, call, resident).await.map_err(|e| match e.code {
+                    "call-resident-mismatch" => {
+                        ApiError::new(StatusCode::FORBIDDEN, "not-call-member", "only the call's resident rates it")
+                    }
+                    _ => e,
+                })?;
+                (RatingSubject::Call(call), c.matter_code)
+            }
+            _ => return Err(ApiError::invalid("give exactly one of case_id and call_id")),
+        };
+        if let Some(existing) = state.store.rating_of(resident, subject).await? {
+            return existing_answer(state, &existing, req, comment).await;
         }
-        // Calls land in their own issue; until then a call id is taken as given.
-        (None, Some(call)) => (RatingSubject::Call(call), None),
-        _ => return Err(ApiError::invalid("give exactly one of case_id and call_id")),
-    };
-    if let Some(existing) = state.store.rating_of(resident, subject).await? {
-        return existing_answer(&state, &existing, &req, &comment).await;
-    }
-    let now = state.clock.now_ms();
-    let rating = Rating {
-        id: RatingId::new(),
-        resident_id: resident,
-        subject,
-        matter_code,
-        level: req.level,
-        tags: req.tags.clone(),
-        comment: comment.clone(),
-        created_at: now,
-    };
-    let follow_up = req.level.needs_follow_up().then(|| {
-        let (due_on, due_at) =
-            follow_up_due(now, state.settings.cases.follow_up_working_days, &state.settings.cases.calendar());
-        FollowUp {
-            id: FollowUpId::new(),
-            rating_id: rating.id,
-            opened_at: now,
-            due_on,
-            due_at,
-            closed_at: None,
-            closed_by: None,
-            note: None,
+        let now = state.clock.now_ms();
+        let rating = Rating {
+            id: RatingId(rating_id),
+            resident_id: resident,
+            subject,
+            matter_code,
+            level: req.level,
+            tags: req.tags.clone(),
+            comment: comment.clone(),
+            created_at: now,
+        };
+        let follow_up = req.level.needs_follow_up().then(|| {
+            let (due_on, due_at) =
+                follow_up_due(now, state.settings.cases.follow_up_working_days, &state.settings.cases.calendar());
+            FollowUp {
+                id: FollowUpId::new(),
+                rating_id: rating.id,
+                opened_at: now,
+                due_on,
+                due_at,
+                closed_at: None,
+                closed_by: None,
+                note: None,
+            }
+        });
+        match state.store.insert_rating(&rating, follow_up.as_ref()).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict("duplicate")) => {
+                // A concurrent first rating won.
+                let existing =
+                    state.store.rating_of(resident, subject).await?.ok_or_else(|| ApiError::internal("rating vanished"))?;
+                return existing_answer(state, &existing, req, comment).await;
+            }
+            Err(e) => return Err(e.into()),
         }
-    });
-    match state.store.insert_rating(&rating, follow_up.as_ref()).await {
-        Ok(()) => {}
-        Err(StoreError::Conflict("duplicate")) => {
-            // A concurrent first rating won.
-            let existing = state.store.rating_of(resident, subject).await?.ok_or_else(|| ApiError::internal("rating vanished"))?;
-            return existing_answer(&state, &existing, &req, &comment).await;
-        }
-        Err(e) => return Err(e.into()),
-    }
-    state
-        .audit(
-            actor(&who),
-            "rating.create",
-            "rating",
-            rating.id,
-            serde_json::json!({"level": u8::from(rating.level), "subject": rating.subject,
-                "follow_up": follow_up.as_ref().map(|f| f.id)}),
-        )
-        .await?;
-    Ok((StatusCode::CREATED, Json(RatingView::of(&rating, follow_up.is_some()))))
+        state
+            .audit(
+                actor(who),
+                "rating.create",
+                "rating",
+                rating.id,
+                serde_json::json!({"level": u8::from(rating.level), "subject": rating.subject,
+                    "follow_up": follow_up.as_ref().map(|f| f.id)}),
+            )
+            .await?;
+        Ok((StatusCode::CREATED, RatingView::of(&rating, follow_up.is_some())))
+    })
+    .await
 }
 
 async fn existing_answer(
@@ -178,12 +196,12 @@ async fn existing_answer(
     existing: &Rating,
     req: &NewRating,
     comment: &Option<String>,
-) -> ApiResult<(StatusCode, Json<RatingView>)> {
+) -> ApiResult<(StatusCode, RatingView)> {
     if !same_rating(existing, req, comment) {
         return Err(ApiError::conflict("already-rated", "you have already rated this; a rating cannot be changed"));
     }
     let opened = state.store.follow_up_of_rating(existing.id).await?.is_some();
-    Ok((StatusCode::OK, Json(RatingView::of(existing, opened))))
+    Ok((StatusCode::OK, RatingView::of(existing, opened)))
 }
 
 /// Lists ratings: a resident's own, or all for supervisors.

@@ -42,6 +42,24 @@ pub struct Transition {
     pub event: CaseEvent,
     /// Documents to mark invalid at a return: (checklist item, reason).
     pub invalidate: Vec<(String, String)>,
+    /// The `Idempotency-Key` of the request that makes this change, stored on the history
+    /// entry (unique per case, actor and key), so a retry after a crash finds it.
+    pub idem_key: Option<String>,
+}
+
+/// A call linked to a case, with when the call ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseCall {
+    /// The call.
+    pub call_id: Uuid,
+    /// When it was linked.
+    pub attached_at: Millis,
+    /// Who linked it.
+    pub attached_by: Uuid,
+    /// When the call was opened.
+    pub started_at: Millis,
+    /// When the call ended (`None` while it runs).
+    pub ended_at: Option<Millis>,
 }
 
 /// What an `Idempotency-Key` claim found.
@@ -100,7 +118,8 @@ pub enum FinishOutcome {
 /// Cases, documents, idempotency records, ratings and follow-ups.
 #[async_trait]
 pub trait CaseStore: Send + Sync {
-    /// Stores a new case with its first history entry, in one transaction.
+    /// Stores a new case with its first history entry (and links the call it was opened in,
+    /// if any), in one transaction.
     async fn insert_case(&self, c: &Case, created: &CaseEvent) -> StoreResult<()>;
     /// Finds a case.
     async fn case_by_id(&self, id: CaseId) -> StoreResult<Option<Case>>;
@@ -114,6 +133,13 @@ pub trait CaseStore: Send + Sync {
     async fn transition_case(&self, id: CaseId, t: &Transition) -> StoreResult<Case>;
     /// A case's history, oldest first.
     async fn case_events(&self, id: CaseId) -> StoreResult<Vec<CaseEvent>>;
+    /// The history entry a request with this `Idempotency-Key` (by this actor) wrote, if any.
+    async fn case_event_by_key(&self, id: CaseId, actor: Uuid, key: &str) -> StoreResult<Option<CaseEvent>>;
+    /// Links a call to a case; false when it was linked already (one row per case and call).
+    /// `Conflict("reference")` when the case or the call does not exist.
+    async fn attach_call(&self, id: CaseId, call: Uuid, at: Millis, by: Uuid) -> StoreResult<bool>;
+    /// The calls linked to a case, in the order they were linked.
+    async fn case_calls(&self, id: CaseId) -> StoreResult<Vec<CaseCall>>;
 
     /// Adds a document (upload starting).
     async fn insert_document(&self, d: &Document) -> StoreResult<()>;
@@ -412,7 +438,19 @@ macro_rules! case_store {
                 .bind(c.version)
                 .execute(&mut *tx)
                 .await?;
-                insert_event!(&mut *tx, created);
+                insert_event!(&mut *tx, created, None::<&str>);
+                if let Some(call) = c.call_id {
+                    sqlx::query(
+                        "INSERT INTO case_calls (case_id, call_id, attached_at, attached_by) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (case_id, call_id) DO NOTHING",
+                    )
+                    .bind(c.id.0)
+                    .bind(call)
+                    .bind(c.created_at)
+                    .bind(c.created_by)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 tx.commit().await?;
                 Ok(())
             }
@@ -488,7 +526,7 @@ macro_rules! case_store {
                         None => Err(StoreError::NotFound),
                     };
                 };
-                insert_event!(&mut *tx, &t.event);
+                insert_event!(&mut *tx, &t.event, t.idem_key.as_deref());
                 for (item, reason) in &t.invalidate {
                     sqlx::query(
                         "UPDATE case_documents SET status = 'invalid', invalid_reason = $1 \
@@ -511,6 +549,53 @@ macro_rules! case_store {
                         .fetch_all(&self.pool)
                         .await?;
                 rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn case_event_by_key(&self, id: CaseId, actor: Uuid, key: &str) -> StoreResult<Option<CaseEvent>> {
+                let row: Option<EventRow> = sqlx::query_as(&format!(
+                    "SELECT {EVENT_COLS} FROM case_events WHERE case_id = $1 AND actor_id = $2 AND idem_key = $3"
+                ))
+                .bind(id.0)
+                .bind(actor)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn attach_call(&self, id: CaseId, call: Uuid, at: Millis, by: Uuid) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO case_calls (case_id, call_id, attached_at, attached_by) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (case_id, call_id) DO NOTHING",
+                )
+                .bind(id.0)
+                .bind(call)
+                .bind(at)
+                .bind(by)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn case_calls(&self, id: CaseId) -> StoreResult<Vec<CaseCall>> {
+                let rows: Vec<(Uuid, i64, Uuid, i64, Option<i64>)> = sqlx::query_as(
+                    "SELECT cc.call_id, cc.attached_at, cc.attached_by, c.created_at, c.ended_at \
+                     FROM case_calls cc JOIN calls c ON c.id = cc.call_id \
+                     WHERE cc.case_id = $1 ORDER BY cc.attached_at, cc.call_id",
+                )
+                .bind(id.0)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(call_id, attached_at, attached_by, started_at, ended_at)| CaseCall {
+                        call_id,
+                        attached_at,
+                        attached_by,
+                        started_at,
+                        ended_at,
+                    })
+                    .collect())
             }
 
             async fn insert_document(&self, d: &Document) -> StoreResult<()> {
@@ -818,9 +903,12 @@ macro_rules! case_store {
 }
 
 macro_rules! insert_event {
-    ($exec:expr, $e:expr) => {{
+    ($exec:expr, $e:expr, $key:expr) => {{
         let e: &CaseEvent = $e;
-        sqlx::query(&format!("INSERT INTO case_events ({EVENT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"))
+        let key: Option<&str> = $key;
+        sqlx::query(&format!(
+            "INSERT INTO case_events ({EVENT_COLS}, idem_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        ))
             .bind(e.id.0)
             .bind(e.case_id.0)
             .bind(e.at)
@@ -831,6 +919,7 @@ macro_rules! insert_event {
             .bind(e.to.as_str())
             .bind(e.reason.as_deref())
             .bind(e.detail.to_string())
+            .bind(key)
             .execute($exec)
             .await?;
     }};
