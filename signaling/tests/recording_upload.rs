@@ -3,7 +3,9 @@
 //! recovers; manifests of sealed recordings and uploaded segments then leave the spool, the
 //! chain stays. Also with a real recording: a call relayed and recorded while the store fails,
 //! whose every segment, manifest and chain reach the store once it recovers and verify there,
-//! with the retry waits doubling up to the configured maximum.
+//! with the retry waits doubling up to the configured maximum; and whose retention deletion,
+//! interrupted by the store refusing deletes, is completed by the next sweep without a second
+//! tombstone.
 //!
 //! The second test does WebRTC media on 127.0.0.1: run it inside a loopback-only network
 //! namespace (`unshare -n`, see `recordings.rs`).
@@ -37,11 +39,13 @@ struct FlakyStore {
     refused: AtomicU64,
     /// When each refused put was attempted.
     refused_puts: Mutex<Vec<std::time::Instant>>,
+    /// Refuse deletes (only).
+    deletes_fail: std::sync::atomic::AtomicBool,
 }
 
 impl FlakyStore {
     fn new() -> Self {
-        Self { inner: InMemory::new(), failing: true.into(), refused: AtomicU64::new(0), refused_puts: Mutex::new(Vec::new()) }
+        Self { inner: InMemory::new(), failing: true.into(), refused: AtomicU64::new(0), refused_puts: Mutex::new(Vec::new()), deletes_fail: false.into() }
     }
 }
 
@@ -83,6 +87,9 @@ impl ObjectStore for FlakyStore {
         self.inner.get_opts(location, options).await
     }
     async fn delete(&self, location: &Path) -> object_store::Result<()> {
+        if self.deletes_fail.load(Ordering::SeqCst) {
+            return Err(object_store::Error::Generic { store: "flaky", source: "delete refused".into() });
+        }
         self.check()?;
         self.inner.delete(location).await
     }
@@ -198,8 +205,9 @@ async fn a_real_call_recorded_while_the_store_fails_reaches_the_store_intact_wit
     };
     let flaky = Arc::new(FlakyStore::new());
     let signer = recordings::Signer::new(ed25519_dalek::SigningKey::from_bytes(&[7; 32]));
-    let clock = Arc::new(signaling::domain::clock::SystemClock);
-    let recorder = Recorder::start_with(config, signer, db.clone(), clock, Some(flaky.clone() as Arc<dyn ObjectStore>))
+    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let clock = Arc::new(signaling::domain::clock::FakeClock::at(now_ms));
+    let recorder = Recorder::start_with(config, signer, db.clone(), clock.clone(), Some(flaky.clone() as Arc<dyn ObjectStore>))
         .await
         .unwrap();
     let relay = Relay::new(RelayConfig { tap: Some(recorder.clone() as Arc<dyn TapFactory>), ..Default::default() });
@@ -292,6 +300,29 @@ async fn a_real_call_recorded_while_the_store_fails_reaches_the_store_intact_wit
     assert!(rec_report.segments_listed >= 4);
     assert!(chain_report.is_ok(), "{chain_report}");
     assert_eq!(chain_report.entries, 1);
+
+    // Past retention, the sweep deletes it; the store fails in the middle of the deletion: the
+    // tombstone is in the chain, the row is kept, and the next sweep finishes the deletion
+    // without a second tombstone.
+    clock.advance_ms(181 * 86_400_000);
+    flaky.deletes_fail.store(true, Ordering::SeqCst);
+    assert_eq!(recorder.sweep_now().await.unwrap(), 0, "the deletion failed");
+    let row = db.recording_by_id(rec).await.unwrap().unwrap();
+    assert_ne!(row.state, signaling::store::recordings::RecordingState::Deleted, "the row waits for the retry");
+    let tombstones = || std::fs::read_to_string(spool.join("chain.jsonl")).unwrap().matches("\"tombstone\"").count();
+    assert_eq!(tombstones(), 1, "the tombstone comes first");
+    flaky.deletes_fail.store(false, Ordering::SeqCst);
+    assert_eq!(recorder.sweep_now().await.unwrap(), 1, "the retry completes it");
+    assert_eq!(tombstones(), 1, "no second tombstone");
+    assert_eq!(db.recording_by_id(rec).await.unwrap().unwrap().state, signaling::store::recordings::RecordingState::Deleted);
+    let left: Vec<String> = flaky.inner.list(None).map_ok(|m| m.location.to_string()).try_collect().await.unwrap();
+    assert!(left.iter().all(|k| !k.starts_with(&format!("recordings/{rec}"))), "files removed: {left:?}");
+    assert_eq!(recorder.sweep_now().await.unwrap(), 0, "deleted once");
+    let head = signaling::recorder::cli::expected_head(db.as_ref()).await.unwrap();
+    let (store, keyring) = (recorder.store().clone(), recorder.keyring().clone());
+    let report = tokio::task::spawn_blocking(move || verify_chain(&store, &keyring, head)).await.unwrap();
+    assert!(report.is_ok(), "sealed + one tombstone verify: {report}");
+    assert_eq!(report.entries, 2);
     recorder.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
