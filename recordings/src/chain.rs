@@ -314,10 +314,13 @@ impl Chain {
     /// Whether the chain holds a tombstone for `recording_id`.
     fn is_tombstoned(&self, recording_id: RecordingId) -> Result<bool, ChainError> {
         let bytes = self.store.get(&self.key)?.unwrap_or_default();
-        Ok(parse_lines(&bytes).into_iter().filter_map(|(_, e)| e.ok()).any(|e| {
-            e.entry.recording_id == recording_id
-                && matches!(e.entry.event, ChainEvent::Tombstone { .. })
-        }))
+        Ok(parse_lines(&bytes)
+            .into_iter()
+            .filter_map(|(_, e)| e.ok())
+            .any(|e| {
+                e.entry.recording_id == recording_id
+                    && matches!(e.entry.event, ChainEvent::Tombstone { .. })
+            }))
     }
 }
 
