@@ -65,8 +65,11 @@ export const PROTOCOL_VERSION = 1;
  * @property {string} [callToken]  A token scoped to the call (invited helpers).
  * @property {(notice: RecordingNotice) => (void|Promise<void>)} [confirmRecording]  Called with
  *   the recording notice after `joined` and before any media is sent; media starts once it
- *   returns (or its promise resolves). Without it, media starts at once (the page must still
- *   show the notice, e.g. from the `joined` event).
+ *   returns (or its promise resolves). It replaces the default notice: the application then
+ *   shows the notice itself and keeps a recording indicator visible for the whole call.
+ *   Without it, the module shows the notice itself before any media is sent: a banner
+ *   ({@link showRecordingNotice}) at the top of the page, in Chinese and English with the
+ *   retention, that stays until the call ends.
  */
 
 /** A refused request: the server's `error` message. */
@@ -509,6 +512,8 @@ export class Call extends EventTarget {
     /** Our offer is out and its answer has not arrived. */
     this._offerOutstanding = false;
     this._mediaStarted = false;
+    /** The default recording notice, while shown. @type {HTMLElement|null} */
+    this._noticeBanner = null;
     /** Serialises everything touching the peer connection's descriptions. @type {Promise<void>} */
     this._chain = Promise.resolve();
     /** Remote candidates that arrived before a remote description. @type {RTCIceCandidateInit[]} */
@@ -584,8 +589,12 @@ export class Call extends EventTarget {
         recording: this.recording,
       }),
     );
-    if (!this._mediaStarted && this.options.confirmRecording && this.recording) {
-      await this.options.confirmRecording(this.recording);
+    if (this.recording && this.options.confirmRecording) {
+      if (!this._mediaStarted) await this.options.confirmRecording(this.recording);
+    } else if (this.recording && typeof document !== 'undefined') {
+      // No hook: the notice is shown by default, before any media, for the whole call.
+      this._noticeBanner?.remove();
+      this._noticeBanner = showRecordingNotice(this.recording);
     }
     this._mediaStarted = true;
     this._newPeerConnection();
@@ -936,7 +945,171 @@ export class Call extends EventTarget {
     clearTimeout(this._disconnectTimer);
     this.pc?.close();
     this.pc = null;
+    this._noticeBanner?.remove();
+    this._noticeBanner = null;
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The recording notice.
+
+/**
+ * Shows the recording notice as a banner fixed to the top of the page (`role="alert"`, id
+ * `cw-recording-notice`): a red "● 录制中 REC" mark, the notice in Chinese and English, and how
+ * long the recording is kept. `Call` uses it when the application passes no
+ * `confirmRecording` hook; remove the element to hide it (the call does when it ends).
+ * @param {RecordingNotice} notice
+ * @param {{parent?: HTMLElement}} [options]  Where to add it (default `document.body`).
+ * @returns {HTMLElement} the banner
+ */
+export function showRecordingNotice(notice, options = {}) {
+  const parent = options.parent ?? document.body;
+  const banner = document.createElement('div');
+  banner.id = 'cw-recording-notice';
+  banner.setAttribute('role', 'alert');
+  banner.setAttribute('aria-live', 'assertive');
+  banner.style.cssText = [
+    'position:fixed', 'top:0', 'left:0', 'right:0', 'z-index:2147483647', 'margin:0',
+    'padding:0.6rem 1rem', 'background:#8b1a1a', 'color:#fff', 'font:600 1rem/1.4 system-ui,sans-serif',
+    'box-shadow:0 2px 6px rgba(0,0,0,.4)',
+  ].join(';');
+  const mark = document.createElement('strong');
+  mark.textContent = '● 录制中 REC ';
+  const zh = document.createElement('span');
+  zh.lang = 'zh-CN';
+  zh.textContent = `${notice.notice_zh} `;
+  const en = document.createElement('span');
+  en.lang = 'en';
+  en.textContent = `${notice.notice_en} `;
+  const kept = document.createElement('span');
+  kept.className = 'cw-retention';
+  kept.textContent = `(保存 ${notice.retention_days} 天 / kept ${notice.retention_days} days)`;
+  banner.append(mark, zh, en, kept);
+  parent.append(banner);
+  return banner;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Frames from live video, filed as case documents.
+
+/** A refused REST request: the server's problem. */
+export class ApiError extends Error {
+  /**
+   * @param {number} status  HTTP status.
+   * @param {string} code  Stable problem code (docs/api.md).
+   * @param {string} message
+   */
+  constructor(status, code, message) {
+    super(`${status} ${code}: ${message}`);
+    this.name = 'ApiError';
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/**
+ * The current frame of a playing `<video>` (e.g. a remote participant's) as an image, at the
+ * video's own size (`videoWidth` × `videoHeight`).
+ * @param {HTMLVideoElement} video
+ * @param {{type?: 'image/jpeg'|'image/png', quality?: number}} [options]  Format (default JPEG)
+ *   and JPEG quality 0–1 (default 0.92).
+ * @returns {Promise<Blob>}
+ */
+export async function captureFrame(video, options = {}) {
+  const type = options.type ?? 'image/jpeg';
+  if (type !== 'image/jpeg' && type !== 'image/png') throw new TypeError(`captureFrame: type must be image/jpeg or image/png, not ${type}`);
+  if (video.readyState < 2 || video.videoWidth === 0 || video.videoHeight === 0) {
+    throw new Error('captureFrame: the video has no frame yet (not playing)');
+  }
+  const canvas = document.createElement('canvas');
+  canvas.width = video.videoWidth;
+  canvas.height = video.videoHeight;
+  const ctx = canvas.getContext('2d');
+  if (!ctx) throw new Error('captureFrame: no 2D canvas');
+  ctx.drawImage(video, 0, 0, canvas.width, canvas.height);
+  return new Promise((resolve, reject) => {
+    canvas.toBlob(
+      (blob) => (blob && blob.type === type ? resolve(blob) : reject(new Error(`captureFrame: the browser could not encode ${type}`))),
+      type,
+      options.quality ?? 0.92,
+    );
+  });
+}
+
+/**
+ * @typedef {object} UploadFrameOptions
+ * @property {string} [baseUrl]  The server (default this page's origin).
+ * @property {string} [itemKey]  The checklist item the frame is for.
+ * @property {number} [chunkSize]  Bytes per PUT (default 1 MiB; the server takes up to 8 MiB).
+ */
+
+/**
+ * Files a captured frame as a document of a case, taken from call `callId` (`source:
+ * "video_frame"`; agents only): creates the document, uploads it in chunks (resuming from the
+ * server's offset after `409 offset-mismatch`), then finishes it with its SHA-256. Resolves with
+ * the document (`status: "ready"`, `thumbnail_url`); rejects with {@link ApiError}.
+ * Needs `crypto.subtle` (HTTPS, or http://localhost).
+ * @param {string} caseId
+ * @param {string} callId
+ * @param {Blob} blob  From {@link captureFrame} (JPEG or PNG).
+ * @param {string} token  The agent's access token.
+ * @param {UploadFrameOptions} [options]
+ * @returns {Promise<any>} the document (`DocumentView`, docs/cases.md)
+ */
+export async function uploadFrame(caseId, callId, blob, token, options = {}) {
+  if (blob.type !== 'image/jpeg' && blob.type !== 'image/png') throw new TypeError(`uploadFrame: a JPEG or PNG frame, not ${blob.type || 'untyped data'}`);
+  if (!globalThis.crypto?.subtle) throw new Error('uploadFrame: crypto.subtle is unavailable (needs HTTPS or localhost)');
+  const base = (options.baseUrl ?? location.origin).replace(/\/+$/, '');
+  const chunkSize = Math.max(1, Math.min(options.chunkSize ?? 1024 * 1024, 8 * 1024 * 1024));
+  const auth = { authorization: `Bearer ${token}` };
+  /** @param {Response} res */
+  const fail = async (res) => {
+    /** @type {any} */
+    let p = {};
+    try {
+      p = await res.json();
+    } catch {
+      /* no problem body */
+    }
+    return new ApiError(res.status, p.code ?? 'http-error', p.detail ?? p.title ?? res.statusText);
+  };
+  const bytes = new Uint8Array(await blob.arrayBuffer());
+  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
+  const sha256 = [...digest].map((b) => b.toString(16).padStart(2, '0')).join('');
+
+  /** @type {Record<string, unknown>} */
+  const declared = { content_type: blob.type, size: bytes.length, source: 'video_frame', call_id: callId };
+  if (options.itemKey) declared.item_key = options.itemKey;
+  const docsUrl = `${base}/api/v1/cases/${encodeURIComponent(caseId)}/documents`;
+  let res = await fetch(docsUrl, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify(declared) });
+  if (res.status !== 201) throw await fail(res);
+  const doc = await res.json();
+
+  let offset = 0;
+  let mismatches = 0;
+  while (offset < bytes.length) {
+    const end = Math.min(offset + chunkSize, bytes.length);
+    res = await fetch(`${base}${doc.content_url}`, {
+      method: 'PUT',
+      headers: { ...auth, 'content-type': 'application/offset+octet-stream', 'upload-offset': String(offset) },
+      body: bytes.subarray(offset, end),
+    });
+    const serverOffset = Number(res.headers.get('upload-offset'));
+    if (res.status === 204) {
+      offset = Number.isFinite(serverOffset) && res.headers.has('upload-offset') ? serverOffset : end;
+    } else if (res.status === 409 && res.headers.has('upload-offset') && mismatches++ < 5) {
+      offset = serverOffset; // resume where the server is
+    } else {
+      throw await fail(res);
+    }
+  }
+  res = await fetch(`${docsUrl}/${encodeURIComponent(doc.id)}/finish`, {
+    method: 'POST',
+    headers: { ...auth, 'content-type': 'application/json' },
+    body: JSON.stringify({ sha256 }),
+  });
+  if (res.status !== 200) throw await fail(res);
+  return res.json();
 }
 
 /**

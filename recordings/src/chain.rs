@@ -269,8 +269,13 @@ impl Chain {
     /// tombstone naming its manifest hash first, then removes its files, so the
     /// deletion is on record even if removal is interrupted.
     ///
+    /// A recording the chain already tombstones (an earlier deletion failed
+    /// part way through removing files) gets no second tombstone: only its
+    /// remaining files are removed, and the current head is returned.
+    ///
     /// # Errors
-    /// [`ChainError::NoManifest`] if the recording has no manifest; store errors.
+    /// [`ChainError::NoManifest`] if the recording has no manifest (and no
+    /// tombstone); store errors.
     pub fn delete_recording(
         &mut self,
         recording_id: RecordingId,
@@ -279,6 +284,12 @@ impl Chain {
         now: OffsetDateTime,
     ) -> Result<ChainHead, ChainError> {
         let keys = RecordingKeys::new(recording_id);
+        if let (true, Some(head)) = (self.is_tombstoned(recording_id)?, self.head) {
+            for key in self.store.list(&keys.dir)? {
+                self.store.delete(&key)?;
+            }
+            return Ok(head);
+        }
         let manifest = self
             .store
             .get(&keys.manifest)?
@@ -296,6 +307,20 @@ impl Chain {
             self.store.delete(&key)?;
         }
         Ok(head)
+    }
+}
+
+impl Chain {
+    /// Whether the chain holds a tombstone for `recording_id`.
+    fn is_tombstoned(&self, recording_id: RecordingId) -> Result<bool, ChainError> {
+        let bytes = self.store.get(&self.key)?.unwrap_or_default();
+        Ok(parse_lines(&bytes)
+            .into_iter()
+            .filter_map(|(_, e)| e.ok())
+            .any(|e| {
+                e.entry.recording_id == recording_id
+                    && matches!(e.entry.event, ChainEvent::Tombstone { .. })
+            }))
     }
 }
 

@@ -580,6 +580,104 @@ fn deleting_a_recording_for_retention_leaves_a_tombstone_and_verifies_clean() {
     );
 }
 
+/// A store whose deletes fail after `deletes_left` successful ones (a store outage in the
+/// middle of a deletion).
+struct DeletesFailAfter {
+    inner: FsStore,
+    deletes_left: std::sync::atomic::AtomicI64,
+}
+
+impl Store for DeletesFailAfter {
+    fn get(&self, key: &recordings::ObjectKey) -> Result<Option<Vec<u8>>, recordings::StoreError> {
+        self.inner.get(key)
+    }
+    fn put(&self, key: &recordings::ObjectKey, bytes: &[u8]) -> Result<(), recordings::StoreError> {
+        self.inner.put(key, bytes)
+    }
+    fn append(
+        &self,
+        key: &recordings::ObjectKey,
+        bytes: &[u8],
+    ) -> Result<(), recordings::StoreError> {
+        self.inner.append(key, bytes)
+    }
+    fn list(
+        &self,
+        prefix: &recordings::ObjectKey,
+    ) -> Result<Vec<recordings::ObjectKey>, recordings::StoreError> {
+        self.inner.list(prefix)
+    }
+    fn delete(&self, key: &recordings::ObjectKey) -> Result<(), recordings::StoreError> {
+        if self
+            .deletes_left
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            <= 0
+        {
+            return Err(recordings::StoreError {
+                op: "delete",
+                key: key.to_string(),
+                source: std::io::Error::other("store unavailable"),
+            });
+        }
+        self.inner.delete(key)
+    }
+}
+
+#[test]
+fn a_deletion_that_fails_part_way_is_completed_without_a_second_tombstone() {
+    let f = fixture("delete-retry");
+    let flaky = Arc::new(DeletesFailAfter {
+        inner: FsStore::new(&f.root),
+        deletes_left: 2.into(),
+    });
+    let mut chain = Chain::open(flaky.clone(), signer()).expect("open");
+    let err = chain
+        .delete_recording(
+            rid(1),
+            DeletionReason::RetentionExpired,
+            "180 days",
+            at_ms(9_000),
+        )
+        .expect_err("the store fails after two files");
+    assert!(matches!(err, ChainError::Store(_)), "{err}");
+    assert_eq!(
+        chain_lines(&f).len(),
+        3,
+        "the tombstone was appended before the files went"
+    );
+    let head = chain.head().expect("head");
+    let left = f
+        .store
+        .list(&recordings::ObjectKey::parse(format!("recordings/{}", rid(1))).expect("key"))
+        .expect("list");
+    assert!(!left.is_empty(), "files remain after the failure");
+
+    // The next sweep retries: the files go, no second tombstone.
+    flaky
+        .deletes_left
+        .store(i64::MAX, std::sync::atomic::Ordering::SeqCst);
+    let again = chain
+        .delete_recording(
+            rid(1),
+            DeletionReason::RetentionExpired,
+            "180 days",
+            at_ms(10_000),
+        )
+        .expect("the retry completes the deletion");
+    assert_eq!(again, head, "the head is unchanged");
+    assert_eq!(chain_lines(&f).len(), 3, "still one tombstone");
+    assert!(
+        !f.root.join(format!("recordings/{}", rid(1))).exists()
+            || f.store
+                .list(&recordings::ObjectKey::parse(format!("recordings/{}", rid(1))).expect("key"))
+                .expect("list")
+                .is_empty()
+    );
+    let report = verify_chain(f.store.as_ref(), &keyring(), chain.head());
+    assert!(report.is_ok(), "{report}");
+    assert!(report.notices.is_empty(), "no files remain: {report}");
+}
+
 #[test]
 fn a_tombstone_whose_files_remain_is_a_notice_not_a_problem() {
     let mut f = fixture("tombstone-remains");

@@ -49,6 +49,34 @@ fn problems(report: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// An admin gives the first demo matter its own retention (editing it through the API); returns
+/// its code.
+async fn matter_with_retention(server: &Server, admin: &str, days: u32) -> String {
+    let (s, list) = server.call("GET", "/api/v1/matters", None, None).await;
+    assert_eq!(s, 200, "{list}");
+    let mut spec = list[0].clone();
+    let code = spec["code"].as_str().unwrap().to_string();
+    let version = spec["version"].clone();
+    for f in ["version", "active", "updated_at"] {
+        spec.as_object_mut().unwrap().remove(f);
+    }
+    spec["retention_days"] = serde_json::json!(days);
+    let body = serde_json::json!({"matter": spec, "active": true, "expected_version": version});
+    let (s, b) = server.call("PUT", &format!("/api/v1/matters/{code}"), Some(admin), Some(body)).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["retention_days"], days);
+    code
+}
+
+/// An agent opens a call about `matter` with the first demo resident: (call id, resident id).
+async fn open_call_about(server: &Server, agent: &str, admin: &str, matter: &str) -> (Uuid, Uuid) {
+    let (resident, _) = server.resident(admin).await;
+    let body = serde_json::json!({"resident_id": resident, "matter_code": matter});
+    let (s, b) = server.call("POST", "/api/v1/calls", Some(agent), Some(body)).await;
+    assert_eq!(s, 201, "{b}");
+    (b["id"].as_str().unwrap().parse().unwrap(), resident)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recorded_two_party_call_plays_verifies_detects_tampering_and_is_access_controlled() {
     let dir = temp_dir("call");
@@ -60,7 +88,9 @@ async fn a_recorded_two_party_call_plays_verifies_detects_tampering_and_is_acces
     let other_agent = server.staff_token("agent.wang").await;
     let auditor = server.staff_token("auditor").await;
     let supervisor = server.staff_token("supervisor").await;
-    let (call, resident_id) = server.open_call(&agent, &admin).await;
+    // The call is about a matter with its own retention (30 days instead of the default 180).
+    let matter = matter_with_retention(&server, &admin, 30).await;
+    let (call, resident_id) = open_call_about(&server, &agent, &admin, &matter).await;
     let resident = state.tokens.issue(resident_id, Role::Resident, None, clock.now_ms());
 
     // --- the call: both publish through the relay for ~9 s --------------------------------
@@ -71,7 +101,7 @@ async fn a_recorded_two_party_call_plays_verifies_detects_tampering_and_is_acces
     for p in [&a, &r] {
         let notice = &p.joined["recording"];
         assert_eq!(notice["recorded"], true, "the join response says the call is recorded");
-        assert_eq!(notice["retention_days"], 180, "and for how long (the default; no matter)");
+        assert_eq!(notice["retention_days"], 30, "and for how long (the matter's retention): {notice}");
     }
     // Media setup (ICE, DTLS, renegotiation) may be slow on a loaded machine: wait for it,
     // bounded, then let the call run until it is ≈9 s long so it spans several segments.
@@ -92,6 +122,8 @@ async fn a_recorded_two_party_call_plays_verifies_detects_tampering_and_is_acces
     assert_eq!(items.len(), 1, "one recording for the call: {list}");
     let rec: Uuid = items[0]["id"].as_str().unwrap().parse().unwrap();
     assert_eq!(items[0]["state"], "complete");
+    assert_eq!(items[0]["retention_days"], 30, "the matter's retention is fixed on the recording: {list}");
+    assert_eq!(items[0]["matter_code"], matter.as_str());
     let data = std::fs::canonicalize(&dir).unwrap();
     wait_for(Duration::from_secs(20), "uploads", || {
         recorder.pending_uploads() == 0 && files_with(&data.join("recordings-spool/recordings"), ".webm").is_empty()
@@ -179,6 +211,10 @@ async fn a_recorded_two_party_call_plays_verifies_detects_tampering_and_is_acces
     let mid = flipped.len() / 2;
     flipped[mid] ^= 0x01;
     std::fs::write(&s1, &flipped).unwrap();
+    let play = format!("/api/v1/recordings/{rec}/participants/{r_id}/media?{REASON}");
+    let (st, _, body) = server.get_raw(&play, &auditor, &[]).await;
+    assert_eq!(st, 409, "the cached export is not served once a segment no longer verifies");
+    assert!(String::from_utf8_lossy(&body).contains("recording-not-verifiable"));
     let report = verify_api(&server, &auditor, rec).await;
     assert_eq!(report["ok"], false);
     assert!(problems(&report).contains(&"segment_hash_mismatch".to_string()), "{report}");
@@ -198,9 +234,24 @@ async fn a_recorded_two_party_call_plays_verifies_detects_tampering_and_is_acces
     std::fs::write(&s2, &b1).unwrap();
     let report = verify_api(&server, &auditor, rec).await;
     assert!(problems(&report).contains(&"segments_swapped".to_string()), "{report}");
+    let (code, text) = run_verify_cli(&dir, &["--recording", &rec.to_string(), "--json"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("segments_swapped"), "the CLI reports the swap too: {text}");
     std::fs::write(&s1, &b1).unwrap();
     std::fs::write(&s2, &b2).unwrap();
     assert_eq!(verify_api(&server, &auditor, rec).await["ok"], true);
+    let (st, _, intact) = server.get_raw(&play, &auditor, &[]).await;
+    assert_eq!(st, 200, "restored: playable again");
+    // An altered cached export is noticed and rebuilt, never served.
+    let cached = files_with(&data.join("recording-exports"), &format!("{rec}-{r_id}.webm"));
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    let mut bad = std::fs::read(&cached[0]).unwrap();
+    let at = bad.len() / 3;
+    bad[at] ^= 0xff;
+    std::fs::write(&cached[0], &bad).unwrap();
+    let (st, _, served) = server.get_raw(&play, &auditor, &[]).await;
+    assert_eq!(st, 200);
+    assert!(served == intact, "the altered cache was rebuilt from the verified segments");
 
     // --- retention and legal hold ----------------------------------------------------------
     let (s, b) = server
@@ -212,7 +263,7 @@ async fn a_recorded_two_party_call_plays_verifies_detects_tampering_and_is_acces
         .await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["legal_hold"]["reason"], "court order 17");
-    clock.advance_ms(181 * 86_400_000);
+    clock.advance_ms(31 * 86_400_000);
     let auditor = server.staff_token("auditor").await; // the old token expired
     assert_eq!(state.recorder.sweep_now().await.unwrap(), 0, "a held recording is kept past retention");
     let (s, b) = server.call("DELETE", &format!("/api/v1/recordings/{rec}/legal-hold"), Some(&auditor), None).await;
@@ -220,6 +271,9 @@ async fn a_recorded_two_party_call_plays_verifies_detects_tampering_and_is_acces
     let (s, _) = server.call("DELETE", &format!("/api/v1/recordings/{rec}/legal-hold?reason=case%20closed"), Some(&auditor), None).await;
     assert_eq!(s, 200);
     assert_eq!(state.recorder.sweep_now().await.unwrap(), 1, "past retention, no hold: deleted");
+    let (s, b) = server.call("DELETE", &format!("/api/v1/recordings/{rec}/legal-hold?reason=case%20closed"), Some(&auditor), None).await;
+    assert_eq!((s, b["code"].as_str()), (410, Some("recording-deleted")), "no hold to clear on a deleted recording");
+    assert_eq!(state.recorder.sweep_now().await.unwrap(), 0, "deleted once");
     let (s, b) = server.call("GET", &format!("/api/v1/recordings/{rec}?{REASON}"), Some(&auditor), None).await;
     assert_eq!((s, b["state"].as_str()), (200, Some("deleted")));
     assert!(stored_segments(&data, rec, a_id).is_empty(), "files removed");
@@ -280,6 +334,7 @@ async fn killing_the_server_mid_call_leaves_finished_segments_playable_and_verif
         assert_eq!(mode & 0o777, 0o600, "the signing key is private");
     }
     server.kill();
+    let killed_at = time::OffsetDateTime::now_utc();
     a.stop().await;
     r.stop().await;
 
@@ -305,11 +360,65 @@ async fn killing_the_server_mid_call_leaves_finished_segments_playable_and_verif
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["state"], "interrupted");
     assert_eq!(b["manifest"]["manifest"]["status"], "interrupted");
+    // It ended with its last finished segment, before the kill: not at the restart.
+    let t = |v: &Value| time::OffsetDateTime::parse(v.as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
+    let (started, ended) = (t(&b["started_at"]), t(&b["ended_at"]));
+    assert!(ended > started && ended <= killed_at, "ended {ended} should be before the kill at {killed_at}: {b}");
+    let from_manifest = t(&b["manifest"]["manifest"]["ended_at"]);
+    assert!((ended - from_manifest).abs() < time::Duration::seconds(1), "row {ended}, manifest {from_manifest}");
     assert_eq!(verify_api(&server, &auditor, rec).await["ok"], true);
     let (code, text) = run_verify_cli(&dir, &["--chain"]);
     assert_eq!(code, 0, "{text}");
     let (code, text) = run_verify_cli(&dir, &["--recording", &rec.to_string()]);
     assert_eq!(code, 0, "{text}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_agent_access_even_the_calls_own_agent_is_refused() {
+    use signaling::store::recordings::{RecordingRecord, RecordingState};
+    let dir = temp_dir("no-agent");
+    let server = spawn_server(&dir, |s| s.recordings_agent_access = false).await;
+    let state = server.state.clone().unwrap();
+    let clock = server.clock.clone().unwrap();
+    let admin = server.staff_token("admin").await;
+    let agent = server.staff_token("agent.li").await;
+    let supervisor = server.staff_token("supervisor").await;
+    let (call, _) = server.open_call(&agent, &admin).await;
+    let rec = Uuid::now_v7();
+    state
+        .store
+        .insert_recording(&RecordingRecord {
+            id: rec,
+            call_id: call,
+            matter_code: None,
+            state: RecordingState::Recording,
+            started_at: clock.now_ms(),
+            ended_at: None,
+            segments: 0,
+            manifest_sha256: None,
+            retention_days: 180,
+            hold: None,
+            deleted_at: None,
+        })
+        .await
+        .unwrap();
+    let agent_id = state.tokens.verify(&agent, clock.now_ms()).unwrap().sub;
+    let members = state.store.call_members(call).await.unwrap();
+    assert!(members.iter().any(|m| m.subject == agent_id), "the agent is the call's own agent");
+    for path in [
+        format!("/api/v1/recordings?{REASON}&call_id={call}"),
+        format!("/api/v1/recordings/{rec}?{REASON}"),
+        format!("/api/v1/recordings/{rec}/participants/{agent_id}/media?{REASON}"),
+        format!("/api/v1/recordings/{rec}/participants/{agent_id}/download?{REASON}"),
+    ] {
+        let (s, b) = server.call("GET", &path, Some(&agent), None).await;
+        assert_eq!((s, b["code"].as_str()), (403, Some("forbidden")), "{path}: {b}");
+    }
+    let (s, b) = server.call("GET", &format!("/api/v1/recordings?{REASON}&call_id={call}"), Some(&supervisor), None).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["items"].as_array().map(Vec::len), Some(1), "the recording exists: {b}");
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

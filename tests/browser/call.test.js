@@ -2,7 +2,10 @@
 // Chromium (driven by playwright-core) on the test page of client-sdk/js as the resident, and a
 // webrtc-rs peer (tests/examples/browser_peer.rs) as the agent. Media both ways through the
 // server's relay: the browser's remote <video> plays the peer's VP8, and the peer receives the
-// browser's VP8 and Opus.
+// browser's VP8 and Opus. The page passes no `confirmRecording` hook, so the module shows its
+// default recording notice. During the call a frame of the remote video is captured with the
+// module's `captureFrame` and filed with `uploadFrame` as a document of a case opened in the
+// call, with the agent's token (what the agent console does).
 //
 // Run inside a loopback-only network namespace (scripts/test does):
 //   unshare -n -- sh -c 'ip link set lo up && cd tests/browser && npm test'
@@ -236,7 +239,7 @@ test('a browser resident and a webrtc-rs agent exchange VP8 and Opus through the
   page.on('console', (msg) => consoleLines.push(`${msg.type()}: ${msg.text()}`));
   page.on('pageerror', (err) => consoleLines.push(`pageerror: ${err.message}`));
   note('chromium started');
-  await page.goto(`${base}/sdk/js/test-page/?call=${callId}#token=${encodeURIComponent(residentToken)}`);
+  await page.goto(`${base}/sdk/js/test-page/?call=${callId}&notice=default#token=${encodeURIComponent(residentToken)}`);
 
   const diagnose = async () => {
     const state = await page.evaluate(() => {
@@ -267,8 +270,15 @@ test('a browser resident and a webrtc-rs agent exchange VP8 and Opus through the
   await waitFor(() => page.evaluate(() => /** @type {any} */ (window).cwTest?.phase === 'joined'), 10000, 'the page to join');
   await waitFor(() => peerJoined !== null, 10000, 'the peer to join');
   note('both joined');
-  // The recording notice is shown before media.
-  assert.ok(await page.locator('#notice.shown').isVisible(), 'recording notice visible');
+  // Without a confirmRecording hook the module itself shows the recording notice, before media
+  // (join resolves only after it is on the page), with the retention.
+  const banner = page.locator('#cw-recording-notice');
+  assert.ok(await banner.isVisible(), 'the default recording notice is visible');
+  const bannerText = await banner.innerText();
+  assert.match(bannerText, /录制中 REC/);
+  assert.match(bannerText, /kept 180 days/);
+  assert.equal(await banner.getAttribute('role'), 'alert');
+  assert.equal(await page.locator('#notice.shown').count(), 0, 'the page\'s own notice was not asked for');
 
   // Browser side: the remote <video> has frames and plays on.
   await waitFor(
@@ -304,6 +314,54 @@ test('a browser resident and a webrtc-rs agent exchange VP8 and Opus through the
   assert.equal(fromBrowser.other, 0, 'nothing but VP8 and Opus');
   const pagePeer = await page.evaluate(() => /** @type {any} */ (window).cwTest.remoteParticipants);
   assert.deepEqual(pagePeer, [peerJoined.participant_id], 'the browser sees the agent\'s stream under its participant id');
+
+  // A frame of the remote video, filed as a case document of this call (as the agent).
+  const agentToken = agentLogin.json.access_token;
+  const matters = await api('GET', '/api/v1/matters');
+  assert.equal(matters.status, 200, matters.text);
+  const matterCode = matters.json.find((/** @type {any} */ m) => m.active).code;
+  const opencase = await api('POST', '/api/v1/cases', { matter_code: matterCode, resident_id: residentLogin.json.subject, call_id: callId }, agentToken);
+  assert.equal(opencase.status, 201, opencase.text);
+  const caseId = opencase.json.id;
+  const captured = await page.evaluate(async ({ caseId, callId, agentToken }) => {
+    const cw = await import('/sdk/js/cloud-window.js');
+    const v = /** @type {HTMLVideoElement} */ (document.getElementById('remote'));
+    const blob = await cw.captureFrame(v, { type: 'image/png' });
+    let refused = '';
+    try {
+      await cw.captureFrame(v, /** @type {any} */ ({ type: 'image/gif' }));
+    } catch (e) {
+      refused = String(e);
+    }
+    const doc = await cw.uploadFrame(caseId, callId, blob, agentToken, { chunkSize: 4096 });
+    return { doc, type: blob.type, size: blob.size, width: v.videoWidth, height: v.videoHeight, refused };
+  }, { caseId, callId, agentToken });
+  note(`captured a ${captured.width}x${captured.height} frame (${captured.size} bytes ${captured.type}); document ${captured.doc.id}`);
+  assert.match(captured.refused, /image\/jpeg or image\/png/, 'other formats are refused');
+  const doc = captured.doc;
+  assert.equal(doc.status, 'ready');
+  assert.equal(doc.source, 'video_frame');
+  assert.equal(doc.call_id, callId);
+  assert.equal(doc.case_id, caseId);
+  assert.equal(doc.content_type, 'image/png');
+  assert.equal(doc.size, captured.size);
+  // The stored bytes are a PNG of the video's size.
+  const content = await fetch(`${base}${doc.content_url}`, { headers: { authorization: `Bearer ${agentToken}` } });
+  assert.equal(content.status, 200);
+  const png = Buffer.from(await content.arrayBuffer());
+  assert.equal(png.length, captured.size);
+  assert.deepEqual([...png.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], 'a PNG');
+  assert.equal(png.readUInt32BE(16), captured.width, 'width of the video');
+  assert.equal(png.readUInt32BE(20), captured.height, 'height of the video');
+  assert.equal(captured.width, 320);
+  assert.ok(png.length > 5000, `a real picture, not a blank frame (${png.length} bytes)`);
+  // ... with a thumbnail.
+  assert.ok(doc.thumbnail_url, 'a thumbnail URL');
+  const thumb = await fetch(`${base}${doc.thumbnail_url}`, { headers: { authorization: `Bearer ${agentToken}` } });
+  assert.equal(thumb.status, 200);
+  assert.match(thumb.headers.get('content-type') ?? '', /^image\/jpeg/);
+  const thumbBytes = Buffer.from(await thumb.arrayBuffer());
+  assert.deepEqual([...thumbBytes.subarray(0, 2)], [0xff, 0xd8], 'a JPEG thumbnail');
 
   await page.screenshot({ path: path.join(artifacts, 'browser-call.png') });
   note(`screenshot: ${path.join(artifacts, 'browser-call.png')}`);

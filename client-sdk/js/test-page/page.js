@@ -3,7 +3,8 @@
 //   /sdk/js/test-page/?call=<call id>#token=<access token>
 //
 // Optional query parameters: `base` (server URL, default this page's origin), `media=0`
-// (receive only, no camera). The token goes in the fragment so it never reaches server logs.
+// (receive only, no camera), `notice=default` (no `confirmRecording` hook: the module shows its
+// own recording notice banner). The token goes in the fragment so it never reaches server logs.
 // State for tests is kept in `window.cwTest`.
 import { connect } from '../cloud-window.js';
 
@@ -63,7 +64,7 @@ async function main() {
   state.phase = 'joining';
   const call = await session.join(callId, {
     localStream,
-    confirmRecording: (notice) => {
+    confirmRecording: params.get('notice') === 'default' ? undefined : (notice) => {
       // A real app waits for the user to acknowledge; the test page shows it and goes on.
       const text = /** @type {HTMLElement} */ (document.getElementById('notice-text'));
       text.textContent = `${notice.notice_zh} ${notice.notice_en}`;

@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use recordings::{export_participant, verify_chain, verify_recording, ParticipantId, RecordingId, Store};
+use recordings::{export_participant, verify_chain, verify_recording, ParticipantId, RecordingId, Sha256Digest, Store};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use uuid::Uuid;
@@ -345,7 +345,7 @@ async fn serve_media(
             serde_json::json!({"reason": reason, "participant": p.participant, "range": range, "call_id": rec.call_id}),
         )
         .await?;
-    let path = export_file(&state, p.id, p.participant).await?;
+    let path = export_file(&state, &rec, p.participant).await?;
     let size = tokio::fs::metadata(&path).await.map_err(ApiError::internal)?.len();
     let mut res_headers = HeaderMap::new();
     res_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/webm"));
@@ -417,28 +417,61 @@ pub fn parse_range(header: &str, size: u64) -> Option<(u64, u64)> {
     (end >= start).then_some((start, end))
 }
 
-/// The playback export of a participant, built (and cached) on first use.
-async fn export_file(state: &AppState, id: Uuid, participant: Uuid) -> ApiResult<PathBuf> {
+/// The playback export of a participant, built on first use and cached as derived data.
+///
+/// Nothing is served unchecked: before every use the recording must still verify (the
+/// manifest is the one sealed in the chain — the hash on the recording row — its signature is
+/// valid and every segment matches its hash), and a cached export must be the one built from
+/// that manifest (a stamp file next to it holds the manifest hash and the export's own hash).
+/// A stale or altered cache is rebuilt; a recording that no longer verifies is refused.
+async fn export_file(state: &AppState, rec: &RecordingRecord, participant: Uuid) -> ApiResult<PathBuf> {
+    let id = rec.id;
     let dir = crate::recorder::cli::exports_dir(&state.recorder.config().spool);
     let path = dir.join(format!("{id}-{participant}.webm"));
-    if tokio::fs::metadata(&path).await.is_ok() {
-        return Ok(path);
-    }
+    let stamp = dir.join(format!("{id}-{participant}.stamp"));
+    let sealed = rec.manifest_sha256.clone();
     let store = state.recorder.store().clone();
     let keyring = state.recorder.keyring().clone();
     let out = path.clone();
     let res = tokio::task::spawn_blocking(move || -> Result<(), String> {
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let tmp = dir.join(format!(".{id}-{participant}-{}.tmp", Uuid::new_v4().simple()));
-        let file = std::fs::File::create(&tmp).map_err(|e| e.to_string())?;
-        let r = export_participant(&store, &keyring, RecordingId::from_uuid(id), ParticipantId::from_uuid(participant), file);
-        match r {
-            Ok(_) => std::fs::rename(&tmp, &out).map_err(|e| e.to_string()),
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                Err(e.to_string())
-            }
+        let rid = RecordingId::from_uuid(id);
+        let manifest = store.get(&manifest_key(id)).map_err(|e| e.to_string())?.ok_or("the manifest is missing")?;
+        let manifest_sha = Sha256Digest::of(&manifest).to_string();
+        let discard = || {
+            let _ = std::fs::remove_file(&out);
+            let _ = std::fs::remove_file(&stamp);
+        };
+        if sealed.as_deref().is_some_and(|s| s != manifest_sha) {
+            discard();
+            return Err("the manifest is not the one sealed in the chain".into());
         }
+        let report = verify_recording(&store, &keyring, rid);
+        if !report.is_ok() {
+            discard();
+            return Err(format!("{} problem(s) found", report.problems.len()));
+        }
+        let file_sha = |p: &std::path::Path| std::fs::File::open(p).and_then(Sha256Digest::of_reader).map(|d| d.to_string());
+        if let (Ok(stamped), Ok(actual)) = (std::fs::read_to_string(&stamp), file_sha(&out)) {
+            if stamped == format!("{manifest_sha}\n{actual}\n") {
+                return Ok(());
+            }
+            tracing::warn!(recording = %id, "a cached playback export did not match its recording; rebuilding it");
+        }
+        discard();
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let tag = Uuid::new_v4().simple();
+        let tmp = dir.join(format!(".{id}-{participant}-{tag}.tmp"));
+        let file = std::fs::File::create(&tmp).map_err(|e| e.to_string())?;
+        let r = export_participant(&store, &keyring, rid, ParticipantId::from_uuid(participant), file);
+        if let Err(e) = r {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e.to_string());
+        }
+        let export_sha = file_sha(&tmp).map_err(|e| e.to_string())?;
+        let stamp_tmp = dir.join(format!(".{id}-{participant}-{tag}.stamp.tmp"));
+        std::fs::write(&stamp_tmp, format!("{manifest_sha}\n{export_sha}\n")).map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, &out).map_err(|e| e.to_string())?;
+        std::fs::rename(&stamp_tmp, &stamp).map_err(|e| e.to_string())
     })
     .await
     .map_err(ApiError::internal)?;
@@ -521,7 +554,7 @@ pub async fn set_hold(
 /// Clears a legal hold (auditor); needs a reason. Audited.
 #[utoipa::path(delete, path = "/api/v1/recordings/{id}/legal-hold", tag = "recordings", params(("id" = Uuid, Path), ReasonQuery),
     security(("bearer" = [])),
-    responses((status = 200, body = RecordingView), (status = 400, body = super::error::Problem), (status = 403, body = super::error::Problem)))]
+    responses((status = 200, body = RecordingView), (status = 400, body = super::error::Problem), (status = 403, body = super::error::Problem), (status = 410, body = super::error::Problem)))]
 pub async fn clear_hold(
     State(state): State<AppState>,
     who: Principal,
@@ -531,7 +564,10 @@ pub async fn clear_hold(
 ) -> ApiResult<Json<RecordingView>> {
     who.require(&[Role::Auditor])?;
     let reason = access_reason(q.reason.as_deref(), &headers)?;
-    state.store.recording_by_id(id).await?.ok_or_else(|| ApiError::not_found("recording"))?;
+    let rec = state.store.recording_by_id(id).await?.ok_or_else(|| ApiError::not_found("recording"))?;
+    if rec.state == RecordingState::Deleted {
+        return Err(ApiError::new(StatusCode::GONE, "recording-deleted", "the recording was already deleted"));
+    }
     state.store.set_legal_hold(id, None).await?;
     state.audit(actor(&who), "recording.hold_cleared", "recording", id, serde_json::json!({"reason": reason})).await?;
     let rec = state.store.recording_by_id(id).await?.ok_or_else(|| ApiError::not_found("recording"))?;

@@ -71,6 +71,8 @@ pub struct RecorderConfig {
     pub linger: Duration,
     /// Default retention, days.
     pub retention_days: u32,
+    /// Wait before the first upload retry (doubles after each failed pass).
+    pub upload_retry_first: Duration,
     /// Longest wait between upload retries.
     pub upload_retry_max: Duration,
     /// Time between retention sweeps.
@@ -91,6 +93,7 @@ impl RecorderConfig {
             segment: Duration::from_secs(s.recording_segment_secs.max(1)),
             linger: Duration::from_secs(s.reconnect_grace_secs + 5),
             retention_days: s.retention_days,
+            upload_retry_first: upload::FIRST_RETRY,
             upload_retry_max: Duration::from_secs(s.recording_upload_retry_max_secs.max(1)),
             sweep_every: Duration::from_secs(s.recording_sweep_secs.max(1)),
         })
@@ -231,14 +234,18 @@ impl Recorder {
                 _ => RecordingState::Interrupted,
             };
             let id = *f.recording_id.as_uuid();
-            if let Err(e) = db.finish_recording(id, state, now, f.segments, &f.manifest_sha256.to_string()).await {
+            // It ended with its last finished segment, not now (the restart).
+            let ended = recovered_end_ms(&config.spool, id, db.as_ref()).await.unwrap_or(now);
+            if let Err(e) = db.finish_recording(id, state, ended, f.segments, &f.manifest_sha256.to_string()).await {
                 tracing::warn!(error = %e, recording = %id, "recovered recording has no database row");
             }
             tracing::warn!(recording = %id, segments = f.segments, "recovered an interrupted recording and sealed it");
         }
         let active = Arc::new(Mutex::new(HashSet::new()));
         let uploads = Arc::new(Notify::new());
-        let uploader = upload::Uploader::new(tiered.clone(), active.clone(), uploads.clone(), config.upload_retry_max).spawn();
+        let uploader = upload::Uploader::new(tiered.clone(), active.clone(), uploads.clone(), config.upload_retry_max)
+            .with_first_retry(config.upload_retry_first)
+            .spawn();
         let shared = Arc::new(Shared {
             config,
             signer,
@@ -363,6 +370,26 @@ impl Recorder {
             }
         }
         Some(tx)
+    }
+}
+
+/// When a recovered recording ended, in the database's time: its row's start plus the
+/// manifest's `ended_at - started_at` (the end of its last finished segment), or the manifest's
+/// `ended_at` itself if there is no row. `None` if the manifest cannot be read.
+async fn recovered_end_ms(spool: &std::path::Path, id: Uuid, db: &dyn Store) -> Option<i64> {
+    let path = spool.join("recordings").join(id.to_string()).join("manifest.json");
+    let bytes = tokio::fs::read(&path).await.ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let parse = |f: &str| {
+        v["manifest"][f]
+            .as_str()
+            .and_then(|t| OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
+    };
+    let (started, ended) = (parse("started_at")?, parse("ended_at")?);
+    let length_ms = i64::try_from((ended - started).whole_milliseconds()).ok()?.max(0);
+    match db.recording_by_id(id).await {
+        Ok(Some(row)) => Some(row.started_at + length_ms),
+        _ => i64::try_from(ended.unix_timestamp_nanos() / 1_000_000).ok(),
     }
 }
 

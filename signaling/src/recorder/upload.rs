@@ -21,12 +21,16 @@ use uuid::Uuid;
 
 use super::objects::{object_path, TieredStore};
 
+/// The default wait before the first retry of a failed pass.
+pub const FIRST_RETRY: Duration = Duration::from_secs(1);
+
 /// The uploader's state (one per recorder).
 pub struct Uploader {
     spool: PathBuf,
     remote: Arc<dyn ObjectStore>,
     active: Arc<Mutex<HashSet<Uuid>>>,
     wake: Arc<Notify>,
+    retry_first: Duration,
     retry_max: Duration,
     /// Hash of the last uploaded version of files that stay in the spool (manifests, chain).
     uploaded: HashMap<String, Sha256Digest>,
@@ -82,10 +86,19 @@ impl Uploader {
             remote: tiered.remote().clone(),
             active,
             wake,
+            retry_first: FIRST_RETRY.min(retry_max),
             retry_max,
             uploaded: HashMap::new(),
             pending: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Sets the wait before the first retry (default [`FIRST_RETRY`]); it doubles after each
+    /// failed pass up to the maximum.
+    #[must_use]
+    pub fn with_first_retry(mut self, first: Duration) -> Self {
+        self.retry_first = first.max(Duration::from_millis(1)).min(self.retry_max);
+        self
     }
 
     /// Runs the uploader until the handle is dropped.
@@ -96,7 +109,7 @@ impl Uploader {
     }
 
     async fn run(mut self) {
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = self.retry_first;
         loop {
             let summary = self.pass().await;
             if summary.failed > 0 {
@@ -108,7 +121,7 @@ impl Uploader {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(self.retry_max);
             } else {
-                backoff = Duration::from_secs(1);
+                backoff = self.retry_first;
                 // New segments wake us; a periodic pass catches anything else.
                 let _ = tokio::time::timeout(Duration::from_secs(10), self.wake.notified()).await;
             }
