@@ -108,7 +108,7 @@ pub mod webm;
 pub use chain::{
     Chain, ChainEntry, ChainError, ChainEvent, ChainHead, DeletionReason, SignedChainEntry,
 };
-pub use codec::{Codec, TrackKind};
+pub use codec::{Codec, Container, TrackKind};
 pub use digest::Sha256Digest;
 pub use error::RecordError;
 pub use export::{export_participant, ExportError, ExportSummary};
