@@ -220,11 +220,6 @@ impl<W: Write + Seek> SegmentWriter<W> {
         }
     }
 
-    /// The container this file is written as.
-    pub(crate) fn container(&self) -> Container {
-        self.container
-    }
-
     /// Records the CodecPrivate of the video track (H.264: the avcC of the
     /// first keyframe). Before the header is written it goes into the header;
     /// after, it fills the Void reserved for it (once). Later calls, and data
@@ -824,7 +819,7 @@ mod tests {
         let h264 = || vec![WebmTrack::new(Codec::H264), WebmTrack::new(Codec::Opus)];
         // known before the header is written
         let mut w = SegmentWriter::new(Cursor::new(Vec::new()), h264(), meta(), 100);
-        assert_eq!(w.container(), Container::Matroska);
+        assert_eq!(w.container, Container::Matroska);
         w.set_codec_private(&avcc).expect("set");
         w.write_frame(VIDEO_TRACK, 0, true, &[0, 0, 0, 1, 0x65])
             .expect("write");

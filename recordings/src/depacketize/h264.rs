@@ -10,7 +10,6 @@
 use super::{DepacketizeError, FrameInfo};
 
 /// NAL unit types used here.
-pub(crate) const NAL_SLICE: u8 = 1;
 pub(crate) const NAL_IDR: u8 = 5;
 pub(crate) const NAL_SEI: u8 = 6;
 pub(crate) const NAL_SPS: u8 = 7;
