@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use recordings::{export_participant, verify_chain, verify_recording, ParticipantId, RecordingId, Store};
+use recordings::{export_participant, verify_chain, verify_recording, Container, ParticipantId, RecordingId, Store};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use uuid::Uuid;
@@ -283,7 +283,7 @@ pub struct MediaPath {
 }
 
 /// Plays one participant's media of a recording as one WebM file (all segments, verified
-/// against the signed manifest). Supports `Range: bytes=`. Needs a reason; every request is
+/// against the signed manifest); Matroska (`video/x-matroska`) when the video is H.264. Supports `Range: bytes=`. Needs a reason; every request is
 /// audited.
 #[utoipa::path(get, path = "/api/v1/recordings/{id}/participants/{participant}/media", tag = "recordings",
     params(("id" = Uuid, Path), ("participant" = Uuid, Path), ReasonQuery), security(("bearer" = [])),
@@ -345,14 +345,14 @@ async fn serve_media(
             serde_json::json!({"reason": reason, "participant": p.participant, "range": range, "call_id": rec.call_id}),
         )
         .await?;
-    let path = export_file(&state, p.id, p.participant).await?;
+    let (path, container) = export_file(&state, p.id, p.participant).await?;
     let size = tokio::fs::metadata(&path).await.map_err(ApiError::internal)?.len();
     let mut res_headers = HeaderMap::new();
-    res_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/webm"));
+    res_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(container.mime_type()));
     res_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     res_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
     if attachment {
-        let v = format!("attachment; filename=\"recording-{}-{}.webm\"", p.id, p.participant);
+        let v = format!("attachment; filename=\"recording-{}-{}.{}\"", p.id, p.participant, container.extension());
         if let Ok(v) = HeaderValue::from_str(&v) {
             res_headers.insert(header::CONTENT_DISPOSITION, v);
         }
@@ -417,23 +417,29 @@ pub fn parse_range(header: &str, size: u64) -> Option<(u64, u64)> {
     (end >= start).then_some((start, end))
 }
 
-/// The playback export of a participant, built (and cached) on first use.
-async fn export_file(state: &AppState, id: Uuid, participant: Uuid) -> ApiResult<PathBuf> {
+/// The playback export of a participant, built (and cached) on first use, and its container:
+/// WebM (`.webm`), or Matroska (`.mkv`) when the video is H.264.
+async fn export_file(state: &AppState, id: Uuid, participant: Uuid) -> ApiResult<(PathBuf, Container)> {
     let dir = crate::recorder::cli::exports_dir(&state.recorder.config().spool);
-    let path = dir.join(format!("{id}-{participant}.webm"));
-    if tokio::fs::metadata(&path).await.is_ok() {
-        return Ok(path);
+    for container in [Container::WebM, Container::Matroska] {
+        let path = dir.join(format!("{id}-{participant}.{}", container.extension()));
+        if tokio::fs::metadata(&path).await.is_ok() {
+            return Ok((path, container));
+        }
     }
     let store = state.recorder.store().clone();
     let keyring = state.recorder.keyring().clone();
-    let out = path.clone();
-    let res = tokio::task::spawn_blocking(move || -> Result<(), String> {
+    let res = tokio::task::spawn_blocking(move || -> Result<(PathBuf, Container), String> {
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let tmp = dir.join(format!(".{id}-{participant}-{}.tmp", Uuid::new_v4().simple()));
         let file = std::fs::File::create(&tmp).map_err(|e| e.to_string())?;
         let r = export_participant(&store, &keyring, RecordingId::from_uuid(id), ParticipantId::from_uuid(participant), file);
         match r {
-            Ok(_) => std::fs::rename(&tmp, &out).map_err(|e| e.to_string()),
+            Ok((_, summary)) => {
+                let out = dir.join(format!("{id}-{participant}.{}", summary.container.extension()));
+                std::fs::rename(&tmp, &out).map_err(|e| e.to_string())?;
+                Ok((out, summary.container))
+            }
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
                 Err(e.to_string())
@@ -443,7 +449,7 @@ async fn export_file(state: &AppState, id: Uuid, participant: Uuid) -> ApiResult
     .await
     .map_err(ApiError::internal)?;
     match res {
-        Ok(()) => Ok(path),
+        Ok(done) => Ok(done),
         Err(e) if e.contains("no segments") || e.contains("NoSegments") => Err(ApiError::not_found("participant media")),
         Err(e) => Err(ApiError::conflict(
             "recording-not-verifiable",
