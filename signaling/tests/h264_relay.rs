@@ -1,8 +1,8 @@
 //! H.264 through the relay: a webrtc-rs peer that offers only H.264 publishes a real libx264
 //! stream (encoded by ffmpeg at test time, packetized by the webrtc-rs H.264 payloader); the
-//! relay accepts it, and the call's recording of that participant is Matroska (`.mkv`) that
-//! ffprobe reads as h264, served as `video/x-matroska`. The other participant (VP8 first in
-//! its offer) still publishes VP8, recorded as WebM.
+//! relay forwards it unchanged to a participant whose connection negotiated H.264, and the
+//! call's recording of the publisher is Matroska (`.mkv`) that ffprobe reads as h264, served as
+//! `video/x-matroska`.
 //!
 //! Needs ffmpeg with libx264; run inside a loopback-only network namespace:
 //! `unshare -n -- bash -c 'ip link set lo up && cargo test -p signaling --test h264_relay'`.
@@ -26,6 +26,7 @@ use rtc::rtp;
 use rtc::rtp::codec::h264::H264Payloader;
 use rtc::rtp::packetizer::Payloader;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use serde_json::{json, Value};
 use sfu_support::{local_track, ClientHandler, ClientState};
 use signaling::domain::clock::Clock;
@@ -136,22 +137,19 @@ fn desc(kind: &str, sdp: &str) -> Value {
     json!({"type": kind, "sdp": sdp})
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_h264_only_publisher_is_accepted_and_recorded_as_matroska() {
-    let dir = temp_dir("h264");
-    let frames = packetize(&encode_h264(&dir));
-    assert_eq!(frames.len(), 90);
-    let server = spawn_server(&dir, |_| {}).await;
-    let state = server.state.clone().unwrap();
-    let clock = server.clock.clone().unwrap();
-    let admin = server.staff_token("admin").await;
-    let agent = server.staff_token("agent.li").await;
-    let auditor = server.staff_token("auditor").await;
-    let (call, resident_id) = server.open_call(&agent, &admin).await;
-    let resident = state.tokens.issue(resident_id, Role::Resident, None, clock.now_ms());
+/// A participant over the WebSocket whose peer knows H.264 only: it publishes an H.264 track
+/// (`publish`) or just receives video (a recvonly transceiver, so its offer carries H.264).
+struct H264Peer {
+    id: Uuid,
+    pc: Arc<dyn PeerConnection>,
+    state: Arc<ClientState>,
+    video: Option<Arc<webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP>>,
+    out: mpsc::UnboundedSender<Value>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
 
-    // The resident: signaling over the WebSocket, a peer that offers H.264 only.
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", server.addr)).await.unwrap();
+async fn join_h264(addr: std::net::SocketAddr, token: &str, call: Uuid, publish: bool) -> H264Peer {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
     let (mut sink, mut stream) = ws.split();
     let (out, mut out_rx) = mpsc::unbounded_channel::<Value>();
     let mut tasks = vec![tokio::spawn(async move {
@@ -183,16 +181,23 @@ async fn an_h264_only_publisher_is_accepted_and_recorded_as_matroska() {
             assert_ne!(v["type"], "error", "waiting for {kind}: {v}");
         }
     }
-    out.send(json!({"type": "hello", "protocol_version": 1, "token": resident})).unwrap();
+    out.send(json!({"type": "hello", "protocol_version": 1, "token": token})).unwrap();
     expect(&mut in_rx, "welcome").await;
     out.send(json!({"type": "join", "call_id": call})).unwrap();
     let joined = expect(&mut in_rx, "joined").await;
-    let r_id: Uuid = joined["participant_id"].as_str().unwrap().parse().unwrap();
-    let r_state = Arc::new(ClientState::default());
+    let id: Uuid = joined["participant_id"].as_str().unwrap().parse().unwrap();
+    let state = Arc::new(ClientState::default());
     let (cand_tx, mut cand_rx) = mpsc::unbounded_channel();
-    let pc = h264_only_pc(Arc::new(ClientHandler { state: r_state.clone(), candidates: cand_tx })).await;
-    let video = local_track(RtpCodecKind::Video, h264_codec(), rand::random::<u32>() | 1, &r_id.to_string());
-    pc.add_track(video.clone() as Arc<dyn TrackLocal>).await.unwrap();
+    let pc = h264_only_pc(Arc::new(ClientHandler { state: state.clone(), candidates: cand_tx })).await;
+    let video = if publish {
+        let video = local_track(RtpCodecKind::Video, h264_codec(), rand::random::<u32>() | 1, &id.to_string());
+        pc.add_track(video.clone() as Arc<dyn TrackLocal>).await.unwrap();
+        Some(video)
+    } else {
+        let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, ..Default::default() };
+        pc.add_transceiver_from_kind(RtpCodecKind::Video, Some(init)).await.unwrap();
+        None
+    };
     let offer = pc.create_offer(None).await.unwrap();
     assert!(offer.sdp.contains("H264/90000") && !offer.sdp.contains("VP8"), "{}", offer.sdp);
     pc.set_local_description(offer.clone()).await.unwrap();
@@ -235,9 +240,44 @@ async fn an_h264_only_publisher_is_accepted_and_recorded_as_matroska() {
             }
         }));
     }
+    H264Peer { id, pc, state, video, out, tasks }
+}
+
+impl H264Peer {
+    /// Video packets received from `other`.
+    fn received_from(&self, other: Uuid) -> u64 {
+        self.state.received.lock().unwrap().get(&other.to_string()).map_or(0, |r| r.video_packets)
+    }
+
+    async fn stop(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.pc.close()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h264_only_publisher_is_forwarded_unchanged_and_recorded_as_matroska() {
+    let dir = temp_dir("h264");
+    let frames = packetize(&encode_h264(&dir));
+    assert_eq!(frames.len(), 90);
+    let server = spawn_server(&dir, |_| {}).await;
+    let state = server.state.clone().unwrap();
+    let clock = server.clock.clone().unwrap();
+    let admin = server.staff_token("admin").await;
+    let agent = server.staff_token("agent.li").await;
+    let auditor = server.staff_token("auditor").await;
+    let (call, resident_id) = server.open_call(&agent, &admin).await;
+    let resident = state.tokens.issue(resident_id, Role::Resident, None, clock.now_ms());
+
+    // The resident publishes H.264 only; the agent receives H.264 only.
+    let r = join_h264(server.addr, &resident, call, true).await;
+    let r_id = r.id;
+    let r_state = r.state.clone();
+    let video = r.video.clone().unwrap();
     wait_for(Duration::from_secs(30), "the H.264 publisher to connect", || r_state.connected.load(Ordering::Acquire)).await;
-    // Then the agent: the usual test participant (its offer lists VP8 first, H.264 later).
-    let a = WsParticipant::join(server.addr, &agent, call).await;
+    let a = join_h264(server.addr, &agent, call, false).await;
     wait_for(Duration::from_secs(30), "the agent to connect", || a.state.connected.load(Ordering::Acquire)).await;
     // DTLS done on both sides before the first IDR goes out (packets sent earlier are lost).
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -265,10 +305,15 @@ async fn an_h264_only_publisher_is_accepted_and_recorded_as_matroska() {
             let _ = video.write_rtp(packet).await;
         }
     }
-    // Let the last frames reach the recorder, then end the call. (Whether the agent's test
-    // peer receives the forwarded H.264 copies is not checked here: see docs/media-relay.md.)
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    a.end_call();
+    // Forwarded unchanged to the agent, whose connection negotiated H.264. The track is
+    // published (and offered to the agent) on its first packet, so the first few packets go
+    // out before the agent's side is negotiated.
+    let sent: usize = frames.iter().map(Vec::len).sum();
+    wait_for(Duration::from_secs(10), "the agent to receive the H.264 video", || a.received_from(r_id) as usize >= sent * 3 / 4).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let forwarded = a.received_from(r_id) as usize;
+    assert!(forwarded <= sent, "the agent received {forwarded} of {sent} packets");
+    a.out.send(json!({"type": "end_call", "call_id": call})).unwrap();
 
     let recorder = state.recorder.clone();
     wait_for(Duration::from_secs(20), "the recording to finish", || recorder.active_recordings() == 0).await;
@@ -282,11 +327,7 @@ async fn an_h264_only_publisher_is_accepted_and_recorded_as_matroska() {
             && files_with(&data.join("recordings-spool/recordings"), ".webm").is_empty()
     })
     .await;
-    for t in tasks {
-        t.abort();
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(2), pc.close()).await;
-    let a_id = a.participant_id;
+    r.stop().await;
     a.stop().await;
 
     // The resident's segments are Matroska with an h264 track; nothing of it went to WebM.
@@ -304,11 +345,6 @@ async fn an_h264_only_publisher_is_accepted_and_recorded_as_matroska() {
     }
     // The first IDR may be lost while the connection settles; the next comes 1 s later.
     assert!((1.5..=3.5).contains(&total), "{total} s of a 3 s stream");
-    // The agent still published VP8, recorded as WebM.
-    let webm = stored(a_id, ".webm");
-    assert!(!webm.is_empty());
-    assert!(ffprobe(&webm[0]).0.contains(&"vp8".to_string()));
-
     // Playback: the joined export is served as Matroska.
     let (st, headers, body) = server
         .get_raw(&format!("/api/v1/recordings/{rec}/participants/{r_id}/download?{REASON}"), &auditor, &[])
