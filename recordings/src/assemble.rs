@@ -179,13 +179,21 @@ impl FrameAssembler {
                     if packet.marker {
                         out.dropped_frames += 1;
                     } else {
-                        self.partial =
-                            Some(Partial::new(packet.timestamp, true, packet.arrival_ms, false));
+                        self.partial = Some(Partial::new(
+                            packet.timestamp,
+                            true,
+                            packet.arrival_ms,
+                            false,
+                        ));
                     }
                     return out;
                 }
-                self.partial
-                    .insert(Partial::new(packet.timestamp, false, packet.arrival_ms, false))
+                self.partial.insert(Partial::new(
+                    packet.timestamp,
+                    false,
+                    packet.arrival_ms,
+                    false,
+                ))
             }
         };
         partial.arrival_ms = packet.arrival_ms;
@@ -295,7 +303,11 @@ impl FrameAssembler {
             }
         };
         partial.arrival_ms = packet.arrival_ms;
-        let size: usize = partial.layers.iter().map(|n| n.len() + h264::LENGTH_SIZE).sum();
+        let size: usize = partial
+            .layers
+            .iter()
+            .map(|n| n.len() + h264::LENGTH_SIZE)
+            .sum();
         let adding = match &unit {
             h264::Unit::Nals(nals) => nals.iter().map(|n| n.len() + h264::LENGTH_SIZE).sum(),
             h264::Unit::Fragment { data, .. } => data.len() + 1 + h264::LENGTH_SIZE,
@@ -373,7 +385,11 @@ impl FrameAssembler {
             .collect();
         let idr = types.contains(&h264::NAL_IDR);
         let mut data = Vec::with_capacity(
-            done.layers.iter().map(|n| n.len() + h264::LENGTH_SIZE).sum::<usize>() + 64,
+            done.layers
+                .iter()
+                .map(|n| n.len() + h264::LENGTH_SIZE)
+                .sum::<usize>()
+                + 64,
         );
         let mut layers = done.layers.iter().peekable();
         // Leading access unit delimiter stays first.

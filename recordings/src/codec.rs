@@ -136,6 +136,9 @@ mod tests {
             Some(Codec::H264)
         );
         assert_eq!(Codec::from_matroska_id("V_AV1"), None);
-        assert_eq!(serde_json::to_string(&Codec::H264).ok().as_deref(), Some("\"h264\""));
+        assert_eq!(
+            serde_json::to_string(&Codec::H264).ok().as_deref(),
+            Some("\"h264\"")
+        );
     }
 }

@@ -98,10 +98,7 @@ pub fn export_participant<W: Write + Seek>(
     let codecs = first.codecs.clone();
     let origin = first.media_start_ms;
 
-    let mut tracks: Vec<WebmTrack> = codecs
-        .iter()
-        .map(|c| WebmTrack::new(*c))
-        .collect();
+    let mut tracks: Vec<WebmTrack> = codecs.iter().map(|c| WebmTrack::new(*c)).collect();
     let mut uid = [0u8; 16];
     uid.copy_from_slice(
         &Sha256Digest::of(format!("export {recording_id} {participant}").as_bytes()).0[..16],

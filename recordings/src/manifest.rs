@@ -232,7 +232,12 @@ impl RecordingKeys {
     }
 
     /// Key of a participant's segment `index`, a file of `container`.
-    pub fn segment(&self, participant: ParticipantId, index: u32, container: Container) -> ObjectKey {
+    pub fn segment(
+        &self,
+        participant: ParticipantId,
+        index: u32,
+        container: Container,
+    ) -> ObjectKey {
         ObjectKey::trusted(format!(
             "{}/{participant}/{index:06}.{}",
             self.dir,

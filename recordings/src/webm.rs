@@ -685,10 +685,7 @@ mod tests {
 
     #[test]
     fn a_finished_file_has_size_duration_seekhead_and_cues() {
-        let tracks = vec![
-            WebmTrack::new(Codec::Vp8),
-            WebmTrack::new(Codec::Opus),
-        ];
+        let tracks = vec![WebmTrack::new(Codec::Vp8), WebmTrack::new(Codec::Opus)];
         let mut w = SegmentWriter::new(Cursor::new(Vec::new()), tracks, meta(), 1000);
         w.set_dimensions((320, 240));
         for i in 0..150u64 {
@@ -849,7 +846,8 @@ mod tests {
         }
         assert!(codec_private_in(&[7u8; 509], CODEC_PRIVATE_RESERVE).is_none());
         w.set_codec_private(&avcc).expect("patch");
-        w.set_codec_private(&[9; 10]).expect("later ones are ignored");
+        w.set_codec_private(&[9; 10])
+            .expect("later ones are ignored");
         w.write_frame(VIDEO_TRACK, 200, true, &[0, 0, 0, 1, 0x65])
             .expect("write");
         let (out, finished) = w.finish(240).expect("finish");

@@ -46,17 +46,51 @@ fn encode(dir: &Path, seconds: u32) -> (PathBuf, PathBuf) {
     let (ok, _, err) = run(
         &ffmpeg,
         &[
-            "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=30", "-t", &t,
-            "-pix_fmt", "yuv420p", "-c:v", "libx264", "-profile:v", "baseline", "-bf", "0",
-            "-g", "30", "-f", "h264", video.to_str().expect("utf-8"),
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=30",
+            "-t",
+            &t,
+            "-pix_fmt",
+            "yuv420p",
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "baseline",
+            "-bf",
+            "0",
+            "-g",
+            "30",
+            "-f",
+            "h264",
+            video.to_str().expect("utf-8"),
         ],
     );
     assert!(ok, "ffmpeg could not encode H.264: {err}");
     let (ok, _, err) = run(
         &ffmpeg,
         &[
-            "-v", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-            "-t", &t, "-c:a", "libopus", "-b:a", "32k", "-frame_duration", "20", "-f", "webm",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            &t,
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "32k",
+            "-frame_duration",
+            "20",
+            "-f",
+            "webm",
             audio.to_str().expect("utf-8"),
         ],
     );
@@ -217,9 +251,13 @@ fn probe(path: &Path) -> String {
     let (ok, out, err) = run(
         &tool("ffprobe"),
         &[
-            "-v", "error", "-show_entries",
-            "stream=codec_name,width,height:format=duration,format_name", "-of",
-            "default=nw=1", path.to_str().expect("utf-8"),
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,width,height:format=duration,format_name",
+            "-of",
+            "default=nw=1",
+            path.to_str().expect("utf-8"),
         ],
     );
     assert!(ok, "ffprobe failed on {}: {err}", path.display());
@@ -239,14 +277,25 @@ fn probed_duration(probe: &str) -> f64 {
 fn assert_decodes_cleanly(path: &Path, duration: f64) {
     let ffmpeg = tool("ffmpeg");
     let p = path.to_str().expect("utf-8");
-    let (ok, _, err) = run(&ffmpeg, &["-v", "error", "-xerror", "-i", p, "-f", "null", "-"]);
-    assert!(ok && err.trim().is_empty(), "{p} does not decode cleanly: {err}");
+    let (ok, _, err) = run(
+        &ffmpeg,
+        &["-v", "error", "-xerror", "-i", p, "-f", "null", "-"],
+    );
+    assert!(
+        ok && err.trim().is_empty(),
+        "{p} does not decode cleanly: {err}"
+    );
     let mid = format!("{:.3}", duration / 2.0);
     let (ok, _, err) = run(
         &ffmpeg,
-        &["-v", "error", "-xerror", "-ss", &mid, "-i", p, "-f", "null", "-"],
+        &[
+            "-v", "error", "-xerror", "-ss", &mid, "-i", p, "-f", "null", "-",
+        ],
     );
-    assert!(ok && err.trim().is_empty(), "{p}: seek + decode failed: {err}");
+    assert!(
+        ok && err.trim().is_empty(),
+        "{p}: seek + decode failed: {err}"
+    );
 }
 
 #[test]
@@ -274,7 +323,11 @@ fn a_real_h264_stream_is_recorded_as_playable_seekable_matroska() {
     assert_eq!(video_stats.packets, fed.video_packets);
     assert_eq!(video_stats.frames_written, 90, "{video_stats:?}");
     assert_eq!(
-        (video_stats.lost, video_stats.malformed, video_stats.frames_dropped),
+        (
+            video_stats.lost,
+            video_stats.malformed,
+            video_stats.frames_dropped
+        ),
         (0, 0, 0)
     );
 
@@ -283,15 +336,26 @@ fn a_real_h264_stream_is_recorded_as_playable_seekable_matroska() {
     let bytes = std::fs::read(&path).expect("segment");
     let w = read_webm(&bytes);
     assert_eq!(w.doc_type.as_deref(), Some("matroska"));
-    assert_eq!(w.codecs, vec!["V_MPEG4/ISO/AVC".to_owned(), "A_OPUS".to_owned()]);
+    assert_eq!(
+        w.codecs,
+        vec!["V_MPEG4/ISO/AVC".to_owned(), "A_OPUS".to_owned()]
+    );
     assert_eq!(w.pixel_size, Some((320, 240)));
     assert!(w.segment_size_known);
-    assert_eq!(w.cues.len(), 3, "one cue per keyframe cluster: {:?}", w.cues);
+    assert_eq!(
+        w.cues.len(),
+        3,
+        "one cue per keyframe cluster: {:?}",
+        w.cues
+    );
     assert!(w.blocks.iter().any(|b| b.0 == 1 && b.2));
 
     let p = probe(&path);
     assert!(p.contains("format_name=matroska"), "{p}");
-    assert!(p.contains("codec_name=h264") && p.contains("codec_name=opus"), "{p}");
+    assert!(
+        p.contains("codec_name=h264") && p.contains("codec_name=opus"),
+        "{p}"
+    );
     assert!(p.contains("width=320") && p.contains("height=240"), "{p}");
     let d = probed_duration(&p);
     assert!((d - 3.0).abs() / 3.0 < 0.1, "ffprobe says {d} s for 3 s");
@@ -337,23 +401,33 @@ fn h264_segments_roll_over_at_keyframes_and_the_export_is_one_matroska_file() {
         assert!(s.file.as_str().ends_with(".mkv"));
         let path = store.path(&s.file);
         let p = probe(&path);
-        assert!(p.contains("codec_name=h264") && p.contains("width=320"), "{p}");
+        assert!(
+            p.contains("codec_name=h264") && p.contains("width=320"),
+            "{p}"
+        );
         let d = probed_duration(&p);
         let expected = (s.media_end_ms - s.media_start_ms) as f64 / 1000.0;
-        assert!((d - expected).abs() / expected < 0.1, "{d} s vs {expected} s");
+        assert!(
+            (d - expected).abs() / expected < 0.1,
+            "{d} s vs {expected} s"
+        );
         assert_decodes_cleanly(&path, d);
     }
     assert!(verify_recording(&store, &keyring(), rid(1)).is_ok());
 
     let out = dir.path().join("export.mkv");
     let file = std::fs::File::create(&out).expect("create");
-    let (_, summary) = export_participant(&store, &keyring(), rid(1), pid(1), file).expect("export");
+    let (_, summary) =
+        export_participant(&store, &keyring(), rid(1), pid(1), file).expect("export");
     assert_eq!(summary.container, Container::Matroska);
     assert_eq!(summary.container.mime_type(), "video/x-matroska");
     assert_eq!(summary.segments, 3);
     let p = probe(&out);
     assert!(p.contains("format_name=matroska"), "{p}");
-    assert!(p.contains("codec_name=h264") && p.contains("codec_name=opus"), "{p}");
+    assert!(
+        p.contains("codec_name=h264") && p.contains("codec_name=opus"),
+        "{p}"
+    );
     assert!(p.contains("width=320") && p.contains("height=240"), "{p}");
     let d = probed_duration(&p);
     assert!((d - 3.0).abs() / 3.0 < 0.1, "export lasts {d} s");
@@ -388,12 +462,18 @@ fn lost_h264_packets_freeze_video_until_the_next_idr_and_the_file_stays_playable
     assert_eq!(m.segments.len(), 1);
     let path = store.path(&m.segments[0].file);
     let p = probe(&path);
-    assert!(p.contains("codec_name=h264") && p.contains("width=320"), "{p}");
+    assert!(
+        p.contains("codec_name=h264") && p.contains("width=320"),
+        "{p}"
+    );
     let d = probed_duration(&p);
     assert!((d - 3.0).abs() / 3.0 < 0.1, "ffprobe says {d} s for 3 s");
     assert_decodes_cleanly(&path, d);
     let w = read_webm(&std::fs::read(&path).expect("file"));
     let keys = w.blocks.iter().filter(|b| b.0 == 1 && b.2).count();
-    assert_eq!(keys, 2, "the frames written start at the first and third IDR");
+    assert_eq!(
+        keys, 2,
+        "the frames written start at the first and third IDR"
+    );
     assert!(verify_recording(&store, &keyring(), rid(1)).is_ok());
 }

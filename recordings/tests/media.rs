@@ -195,15 +195,24 @@ fn vp9_is_recorded_with_its_keyframes_and_size() {
         );
         assert!(ok, "ffprobe failed on {}: {err}", path.display());
         assert!(out.contains("format_name=matroska,webm"), "{out}");
-        assert!(out.contains("codec_name=vp9") && out.contains("codec_name=opus"), "{out}");
-        assert!(out.contains("width=640") && out.contains("height=360"), "{out}");
+        assert!(
+            out.contains("codec_name=vp9") && out.contains("codec_name=opus"),
+            "{out}"
+        );
+        assert!(
+            out.contains("width=640") && out.contains("height=360"),
+            "{out}"
+        );
         let d: f64 = out
             .lines()
             .find_map(|l| l.strip_prefix("duration="))
             .and_then(|d| d.parse().ok())
             .expect("duration");
         let expected = (s.media_end_ms - s.media_start_ms) as f64 / 1000.0;
-        assert!((d - expected).abs() / expected < 0.1, "{d} s vs {expected} s");
+        assert!(
+            (d - expected).abs() / expected < 0.1,
+            "{d} s vs {expected} s"
+        );
     }
 }
 

@@ -298,7 +298,7 @@ impl Bits<'_> {
             }
         }
         let rest = self.bits(zeros)?;
-        Some(((1u64 << zeros) - 1 + u64::from(rest)).try_into().ok()?)
+        ((1u64 << zeros) - 1 + u64::from(rest)).try_into().ok()
     }
 
     /// se(v).
@@ -426,14 +426,14 @@ pub(crate) mod tests {
 
     /// The SPS libx264 writes for 320x240 baseline (level 1.3), VUI included.
     pub(crate) const SPS_320X240: [u8; 24] = [
-        0x67, 0x42, 0xC0, 0x0D, 0xD9, 0x01, 0x41, 0xFB, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00,
-        0x10, 0x00, 0x00, 0x03, 0x03, 0xC0, 0xF1, 0x42, 0xA4, 0x80,
+        0x67, 0x42, 0xC0, 0x0D, 0xD9, 0x01, 0x41, 0xFB, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10,
+        0x00, 0x00, 0x03, 0x03, 0xC0, 0xF1, 0x42, 0xA4, 0x80,
     ];
     /// The SPS libx264 writes for 1280x720 high profile (level 3.1): 45 macroblock rows,
     /// no cropping needed; VUI included.
     pub(crate) const SPS_1280X720_HIGH: [u8; 26] = [
-        0x67, 0x64, 0x00, 0x1F, 0xAC, 0xD9, 0x40, 0x50, 0x05, 0xBB, 0x01, 0x10, 0x00, 0x00,
-        0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xC0, 0xF1, 0x83, 0x19, 0x60,
+        0x67, 0x64, 0x00, 0x1F, 0xAC, 0xD9, 0x40, 0x50, 0x05, 0xBB, 0x01, 0x10, 0x00, 0x00, 0x03,
+        0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xC0, 0xF1, 0x83, 0x19, 0x60,
     ];
     /// The PPS libx264 writes with the baseline SPS above.
     pub(crate) const PPS: [u8; 5] = [0x68, 0xCB, 0x83, 0xCB, 0x20];
@@ -446,14 +446,11 @@ pub(crate) mod tests {
             .map(|c| u8::from(c == '1'))
             .collect();
         v.push(1);
-        while v.len() % 8 != 0 {
+        while v.len() & 7 != 0 {
             v.push(0);
         }
         let mut out = vec![header];
-        out.extend(
-            v.chunks(8)
-                .map(|c| c.iter().fold(0u8, |a, b| (a << 1) | b)),
-        );
+        out.extend(v.chunks(8).map(|c| c.iter().fold(0u8, |a, b| (a << 1) | b)));
         out
     }
 
@@ -479,7 +476,10 @@ pub(crate) mod tests {
 
     #[test]
     fn emulation_prevention_bytes_are_removed() {
-        assert_eq!(rbsp(&[0, 0, 3, 1, 0, 0, 3, 0, 3]), vec![0, 0, 1, 0, 0, 0, 3]);
+        assert_eq!(
+            rbsp(&[0, 0, 3, 1, 0, 0, 3, 0, 3]),
+            vec![0, 0, 1, 0, 0, 0, 3]
+        );
     }
 
     #[test]
@@ -507,8 +507,12 @@ pub(crate) mod tests {
         );
         assert!(fu.starts_access_unit());
         // a second slice (first_mb_in_slice != 0) does not start a frame
-        assert!(!depacketize(&[0x65, 0x40, 0x01]).expect("valid").starts_access_unit());
-        assert!(!depacketize(&[0x7C, 0x05, 0x01]).expect("valid").starts_access_unit());
+        assert!(!depacketize(&[0x65, 0x40, 0x01])
+            .expect("valid")
+            .starts_access_unit());
+        assert!(!depacketize(&[0x7C, 0x05, 0x01])
+            .expect("valid")
+            .starts_access_unit());
     }
 
     #[test]
@@ -516,15 +520,27 @@ pub(crate) mod tests {
         assert_eq!(depacketize(&[]), Err(DepacketizeError::Empty));
         assert_eq!(depacketize(&[0xE5, 0x00]), Err(DepacketizeError::Invalid));
         assert_eq!(depacketize(&[0x78, 0x00]), Err(DepacketizeError::Truncated));
-        assert_eq!(depacketize(&[0x78, 0x00, 0x05, 0x67]), Err(DepacketizeError::Truncated));
-        assert_eq!(depacketize(&[0x78, 0x00, 0x00]), Err(DepacketizeError::Invalid));
+        assert_eq!(
+            depacketize(&[0x78, 0x00, 0x05, 0x67]),
+            Err(DepacketizeError::Truncated)
+        );
+        assert_eq!(
+            depacketize(&[0x78, 0x00, 0x00]),
+            Err(DepacketizeError::Invalid)
+        );
         assert_eq!(depacketize(&[0x78]), Err(DepacketizeError::Empty));
         assert_eq!(depacketize(&[0x7C]), Err(DepacketizeError::Truncated));
         // S and E together
-        assert_eq!(depacketize(&[0x7C, 0xC5, 0x00]), Err(DepacketizeError::Invalid));
+        assert_eq!(
+            depacketize(&[0x7C, 0xC5, 0x00]),
+            Err(DepacketizeError::Invalid)
+        );
         // STAP-B, MTAP16, FU-B: packetization mode 2 only
         for t in [25u8, 26, 27, 29, 30, 31, 0] {
-            assert_eq!(depacketize(&[0x60 | t, 0, 1, 2]), Err(DepacketizeError::Invalid));
+            assert_eq!(
+                depacketize(&[0x60 | t, 0, 1, 2]),
+                Err(DepacketizeError::Invalid)
+            );
         }
     }
 
