@@ -1,5 +1,5 @@
-//! Joining a participant's segments into one WebM file for playback or
-//! download. Every segment is checked against the signed manifest first; the
+//! Joining a participant's segments into one WebM file (Matroska when the
+//! video is H.264) for playback or download. Every segment is checked against the signed manifest first; the
 //! export is derived data and is not itself part of the integrity chain.
 
 use std::io::{Cursor, Seek, Write};
@@ -8,7 +8,7 @@ use thiserror::Error;
 use webm_iterable::matroska_spec::{MatroskaSpec, SimpleBlock};
 use webm_iterable::WebmIterator;
 
-use crate::codec::Codec;
+use crate::codec::{Codec, Container, TrackKind};
 use crate::digest::Sha256Digest;
 use crate::ids::{ParticipantId, RecordingId};
 use crate::keys::{Keyring, SignatureCheck};
@@ -33,7 +33,7 @@ pub enum ExportError {
     #[error("segment {0} does not match the manifest; run verify")]
     SegmentInvalid(ObjectKey),
     /// A segment could not be parsed.
-    #[error("segment {file} is not readable WebM: {detail}")]
+    #[error("segment {file} is not readable WebM/Matroska: {detail}")]
     SegmentUnreadable {
         /// The segment.
         file: ObjectKey,
@@ -60,10 +60,14 @@ pub struct ExportSummary {
     pub duration_ms: u64,
     /// Bytes written.
     pub bytes: u64,
+    /// WebM, or Matroska for H.264: the file name extension and media type to
+    /// serve the export with.
+    pub container: Container,
 }
 
 /// Writes all segments of `participant` in recording `recording_id`, in order,
-/// as one WebM file to `out` (timestamps from the recording's media time, with
+/// as one WebM file to `out` (Matroska if the video is H.264:
+/// [`ExportSummary::container`] says which) (timestamps from the recording's media time, with
 /// the first segment at 0). Refuses if the manifest signature or any segment
 /// hash does not verify.
 ///
@@ -94,13 +98,7 @@ pub fn export_participant<W: Write + Seek>(
     let codecs = first.codecs.clone();
     let origin = first.media_start_ms;
 
-    let mut tracks: Vec<WebmTrack> = codecs
-        .iter()
-        .map(|c| WebmTrack {
-            codec: *c,
-            dimensions: None,
-        })
-        .collect();
+    let mut tracks: Vec<WebmTrack> = codecs.iter().map(|c| WebmTrack::new(*c)).collect();
     let mut uid = [0u8; 16];
     uid.copy_from_slice(
         &Sha256Digest::of(format!("export {recording_id} {participant}").as_bytes()).0[..16],
@@ -149,6 +147,9 @@ pub fn export_participant<W: Write + Seek>(
         let Some(w) = writer.as_mut() else {
             return Err(ExportError::Webm(WebmError::Layout("no writer")));
         };
+        if let Some(c) = &blocks.codec_private {
+            w.set_codec_private(c)?;
+        }
         let offset = seg.media_start_ms.saturating_sub(origin);
         for b in blocks.blocks {
             let track = if b.track == blocks.video_track {
@@ -173,6 +174,7 @@ pub fn export_participant<W: Write + Seek>(
             frames,
             duration_ms: end_ms,
             bytes,
+            container: Container::for_codecs(&codecs),
         },
     ))
 }
@@ -187,6 +189,7 @@ struct Block {
 struct Blocks {
     video_track: u64,
     dimensions: Option<(u16, u16)>,
+    codec_private: Option<Vec<u8>>,
     blocks: Vec<Block>,
 }
 
@@ -195,19 +198,26 @@ fn read_blocks(bytes: &[u8]) -> Result<Blocks, String> {
     let mut out = Blocks {
         video_track: 0,
         dimensions: None,
+        codec_private: None,
         blocks: Vec::new(),
     };
+    let mut in_video = false;
     let mut number = 0u64;
     let (mut width, mut height) = (None, None);
     let mut cluster_ts = 0u64;
     for tag in WebmIterator::new(&mut src, &[]) {
         let tag = tag.map_err(|e| e.to_string())?;
         match &tag {
+            MatroskaSpec::TrackEntry(_) => in_video = false,
             MatroskaSpec::TrackNumber(n) => number = *n,
             MatroskaSpec::CodecID(c)
-                if c == Codec::Vp8.matroska_id() || c == Codec::Vp9.matroska_id() =>
+                if Codec::from_matroska_id(c).is_some_and(|c| c.kind() == TrackKind::Video) =>
             {
                 out.video_track = number;
+                in_video = true;
+            }
+            MatroskaSpec::CodecPrivate(data) if in_video => {
+                out.codec_private = Some(data.clone());
             }
             MatroskaSpec::PixelWidth(w) => width = u16::try_from(*w).ok(),
             MatroskaSpec::PixelHeight(h) => height = u16::try_from(*h).ok(),

@@ -1,5 +1,5 @@
-//! Audit recordings: every call written to WebM segment files from its RTP
-//! packets, every segment hashed, every recording's manifest signed, and every
+//! Audit recordings: every call written to WebM segment files (Matroska when
+//! the video is H.264) from its RTP packets, every segment hashed, every recording's manifest signed, and every
 //! finished recording linked into an append-only hash chain, with a
 //! [`verify_recording`]/[`verify_chain`] that says exactly what is wrong.
 //!
@@ -56,8 +56,8 @@
 //! |---|---|
 //! | [`rtp`] | parses the RTP header: version, marker, payload type, seq, timestamp, SSRC, CSRCs, header extensions, padding |
 //! | `seq` | unwraps seq (16 bit) and timestamp (32 bit) to 64 bits; the bounded reorder buffer ([`ReorderConfig`]) |
-//! | `depacketize` | VP8 (RFC 7741), VP9 (RFC 9628) payload descriptors, Opus; keyframe and size from the bitstream |
-//! | `assemble` | joins packets into frames by timestamp and marker, drops incomplete frames, builds VP9 superframes |
+//! | `depacketize` | VP8 (RFC 7741), VP9 (RFC 9628) payload descriptors, H.264 (RFC 6184: single NAL, STAP-A, FU-A; SPS parsing, avcC), Opus; keyframe and size from the bitstream |
+//! | `assemble` | joins packets into frames by timestamp and marker, drops incomplete frames, builds VP9 superframes and length-prefixed H.264 access units |
 //! | `participant` | per participant: tracks, RTP→media clock, keyframe gating, interleaving, segment roll-over |
 //! | [`webm`] | writes one WebM file incrementally with `webm-iterable`, then finalizes it (size, Duration, SeekHead, Cues) |
 //! | [`recording`] | one call: participants, the signed manifest rewritten after every segment, crash recovery |
@@ -76,6 +76,7 @@
 //! recordings/<recording>/<participant>/000001.webm
 //! recordings/<recording>/<participant>/000002.webm
 //! recordings/<recording>/<participant>/000003.webm.part   being written
+//! recordings/<recording>/<participant>/000001.mkv    H.264 video: Matroska
 //! ```
 //!
 //! Each `.webm` is a self-contained WebM file (EBML header, Segment, Info,
@@ -108,7 +109,7 @@ pub mod webm;
 pub use chain::{
     Chain, ChainEntry, ChainError, ChainEvent, ChainHead, DeletionReason, SignedChainEntry,
 };
-pub use codec::{Codec, TrackKind};
+pub use codec::{Codec, Container, TrackKind};
 pub use digest::Sha256Digest;
 pub use error::RecordError;
 pub use export::{export_participant, ExportError, ExportSummary};

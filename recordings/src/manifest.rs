@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
-use crate::codec::{Codec, TrackKind};
+use crate::codec::{Codec, Container, TrackKind};
 use crate::digest::Sha256Digest;
 use crate::ids::{CallId, ParticipantId, ParticipantRole, RecordingId};
 use crate::keys::{KeyId, Keyring, SignatureBytes, SignatureCheck, Signer, MANIFEST_DOMAIN};
@@ -96,7 +96,8 @@ pub struct SegmentEntry {
     pub participant: ParticipantId,
     /// 1-based position among this participant's segments.
     pub index: u32,
-    /// Storage key, always `recordings/<recording>/<participant>/<index:06>.webm`.
+    /// Storage key, always `recordings/<recording>/<participant>/<index:06>.webm`
+    /// (`.mkv` when a codec needs Matroska, see [`crate::codec::Container`]).
     pub file: ObjectKey,
     /// File size in bytes.
     pub size: u64,
@@ -230,9 +231,18 @@ impl RecordingKeys {
         }
     }
 
-    /// Key of a participant's segment `index`.
-    pub fn segment(&self, participant: ParticipantId, index: u32) -> ObjectKey {
-        ObjectKey::trusted(format!("{}/{participant}/{index:06}.webm", self.dir))
+    /// Key of a participant's segment `index`, a file of `container`.
+    pub fn segment(
+        &self,
+        participant: ParticipantId,
+        index: u32,
+        container: Container,
+    ) -> ObjectKey {
+        ObjectKey::trusted(format!(
+            "{}/{participant}/{index:06}.{}",
+            self.dir,
+            container.extension()
+        ))
     }
 }
 

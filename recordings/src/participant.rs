@@ -13,7 +13,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::assemble::{FrameAssembler, OrderedPacket};
-use crate::codec::{Codec, TrackKind};
+use crate::codec::{Codec, Container, TrackKind};
 use crate::digest::Sha256Digest;
 use crate::error::RecordError;
 use crate::ids::{ParticipantId, ParticipantRole, RecordingId};
@@ -122,6 +122,8 @@ struct MediaFrame {
     dimensions: Option<(u16, u16)>,
     duration_ms: u64,
     data: Vec<u8>,
+    /// H.264 keyframes: the avcC for the file header.
+    config: Option<Vec<u8>>,
 }
 
 #[derive(Debug)]
@@ -354,6 +356,7 @@ impl TrackState {
             dimensions: frame.info.dimensions,
             duration_ms,
             data: frame.data,
+            config: frame.config,
         });
     }
 }
@@ -672,6 +675,9 @@ impl ParticipantRecorder {
         if let Some(d) = f.dimensions {
             seg.writer.set_dimensions(d);
         }
+        if let Some(c) = &f.config {
+            seg.writer.set_codec_private(c)?;
+        }
         let track = if is_video { VIDEO_TRACK } else { AUDIO_TRACK };
         seg.writer.write_frame(
             track,
@@ -697,7 +703,16 @@ impl ParticipantRecorder {
 
     fn open_segment(&mut self, first: &MediaFrame) -> Result<(), RecordError> {
         let index = self.next_index;
-        let key = self.ctx.keys.segment(self.id, index);
+        let codecs: Vec<Codec> = self
+            .video
+            .iter()
+            .chain(self.audio.iter())
+            .map(|t| t.spec.codec)
+            .collect();
+        let key = self
+            .ctx
+            .keys
+            .segment(self.id, index, Container::for_codecs(&codecs));
         let final_path = self.ctx.store.path(&key);
         let mut part_name = final_path.clone().into_os_string();
         part_name.push(".part");
@@ -711,15 +726,15 @@ impl ParticipantRecorder {
             .open(&part_path)
             .map_err(|e| RecordError::io("create segment", &part_path, e))?;
 
-        let mut tracks = Vec::new();
-        let mut codecs = Vec::new();
-        for t in self.video.iter().chain(self.audio.iter()) {
-            tracks.push(WebmTrack {
-                codec: t.spec.codec,
+        let tracks = self
+            .video
+            .iter()
+            .chain(self.audio.iter())
+            .map(|t| WebmTrack {
                 dimensions: t.dimensions,
-            });
-            codecs.push(t.spec.codec);
-        }
+                ..WebmTrack::new(t.spec.codec)
+            })
+            .collect();
         let mut uid_src = Vec::with_capacity(36);
         uid_src.extend_from_slice(self.ctx.recording_id.as_uuid().as_bytes());
         uid_src.extend_from_slice(self.id.as_uuid().as_bytes());

@@ -11,6 +11,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::chain::{list_recordings, parse_lines, ChainEvent, ChainHead, CHAIN_KEY};
+use crate::codec::Container;
 use crate::digest::Sha256Digest;
 use crate::ids::{ParticipantId, RecordingId};
 use crate::keys::{KeyId, Keyring, SignatureCheck, CHAIN_DOMAIN};
@@ -229,7 +230,10 @@ pub fn verify_recording(
         if listed {
             continue;
         }
-        if file.as_str().ends_with(".webm.part") && manifest.status != RecordingStatus::Complete {
+        let part = [Container::WebM, Container::Matroska]
+            .iter()
+            .any(|c| file.as_str().ends_with(&format!(".{}.part", c.extension())));
+        if part && manifest.status != RecordingStatus::Complete {
             r.notices.push(RecordingNotice::UnfinishedSegment { file });
         } else {
             r.problems.push(RecordingProblem::UnexpectedFile { file });
@@ -258,7 +262,7 @@ fn check_consistency(m: &Manifest, keys: &RecordingKeys, problems: &mut Vec<Reco
                 s.file, s.participant
             ));
         }
-        if s.file != keys.segment(s.participant, s.index) {
+        if s.file != keys.segment(s.participant, s.index, Container::for_codecs(&s.codecs)) {
             bad(format!(
                 "segment {} has a name that does not match participant {} index {}",
                 s.file, s.participant, s.index

@@ -1,14 +1,18 @@
-//! One WebM file (one recording segment), written incrementally.
+//! One WebM file (one recording segment), written incrementally; a Matroska
+//! file (DocType "matroska", `.mkv`) when a track is H.264, which WebM cannot
+//! hold. Everything else is the same for both.
 //!
 //! Layout of a segment file:
 //!
 //! ```text
-//! EBML header                      DocType "webm"
+//! EBML header                      DocType "webm" (or "matroska")
 //! Segment (size: 8-byte field, "unknown" until finalized)
 //!   Void (96 bytes)                reserved; becomes SeekHead (Info, Tracks, Cues) + Void
 //!   Info                           TimestampScale 1 ms, DateUTC, SegmentUID, apps,
 //!     Void (11 bytes)              reserved; becomes Duration (float) when finalized
 //!   Tracks                         video = track 1, audio = track 2
+//!                                  (H.264: CodecPrivate = avcC; if the header is written
+//!                                  before the first keyframe, a Void reserved for it)
 //!   Cluster, Cluster, ...          each written whole (known size) when it closes
 //!   Cues                           written when finalized
 //! ```
@@ -24,7 +28,7 @@ use thiserror::Error;
 use webm_iterable::matroska_spec::{Master, MatroskaSpec};
 use webm_iterable::{WebmWriter, WriteOptions};
 
-use crate::codec::{Codec, TrackKind};
+use crate::codec::{Codec, Container, TrackKind};
 
 /// Matroska track number of the video track.
 pub(crate) const VIDEO_TRACK: u64 = 1;
@@ -36,6 +40,10 @@ const DURATION_RESERVE: usize = 11;
 /// The 8-byte "unknown" size of an EBML element.
 const UNKNOWN_SIZE: [u8; 8] = [0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF];
 const DEFAULT_DIMENSIONS: (u16, u16) = (640, 480);
+/// Bytes reserved in an H.264 track entry for its CodecPrivate (the avcC)
+/// when the header has to be written before the first keyframe.
+const CODEC_PRIVATE_RESERVE: usize = 512;
+const ID_VOID: u8 = 0xEC;
 
 const ID_INFO: [u8; 4] = [0x15, 0x49, 0xA9, 0x66];
 const ID_TRACKS: [u8; 4] = [0x16, 0x54, 0xAE, 0x6B];
@@ -63,11 +71,30 @@ impl From<webm_iterable::errors::TagWriterError> for WebmError {
 }
 
 /// A track as declared in the file header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct WebmTrack {
     pub(crate) codec: Codec,
     /// Video only: pixel size (from the first keyframe, else a default).
     pub(crate) dimensions: Option<(u16, u16)>,
+    /// H.264 only: the avcC (from the first keyframe).
+    pub(crate) codec_private: Option<Vec<u8>>,
+}
+
+impl WebmTrack {
+    /// A track of `codec`, size and CodecPrivate not yet known.
+    pub(crate) fn new(codec: Codec) -> Self {
+        Self {
+            codec,
+            dimensions: None,
+            codec_private: None,
+        }
+    }
+
+    /// Whether the header must carry a CodecPrivate this writer learns from
+    /// the media (H.264's avcC).
+    fn needs_codec_private(&self) -> bool {
+        self.codec == Codec::H264
+    }
 }
 
 impl WebmTrack {
@@ -96,6 +123,9 @@ struct Layout {
     info_pos: u64,
     duration_pos: u64,
     tracks_pos: u64,
+    /// Where the Void reserved for the video track's CodecPrivate is, and its
+    /// total size: `None` when nothing is reserved (or it was filled in).
+    codec_private_reserve: Option<(u64, usize)>,
 }
 
 #[derive(Debug)]
@@ -123,6 +153,7 @@ pub(crate) struct Finished {
 /// Writes one WebM file. Timestamps given to it are milliseconds from the
 /// start of this file.
 pub(crate) struct SegmentWriter<W: Write + Seek> {
+    container: Container,
     out: W,
     tags: WebmWriter<Vec<u8>>,
     pos: u64,
@@ -154,7 +185,9 @@ impl<W: Write + Seek> SegmentWriter<W> {
         meta: SegmentMeta,
         max_cluster_ms: u64,
     ) -> Self {
+        let container = Container::for_codecs(&tracks.iter().map(|t| t.codec).collect::<Vec<_>>());
         Self {
+            container,
             out,
             tags: WebmWriter::new(Vec::new()),
             pos: 0,
@@ -185,6 +218,39 @@ impl<W: Write + Seek> SegmentWriter<W> {
                 }
             }
         }
+    }
+
+    /// Records the CodecPrivate of the video track (H.264: the avcC of the
+    /// first keyframe). Before the header is written it goes into the header;
+    /// after, it fills the Void reserved for it (once). Later calls, and data
+    /// too large for the reserve, are ignored: the keyframes carry their
+    /// parameter sets in-band as well.
+    pub(crate) fn set_codec_private(&mut self, data: &[u8]) -> Result<(), WebmError> {
+        let Some(layout) = self.layout.as_mut() else {
+            for t in &mut self.tracks {
+                if t.needs_codec_private() && t.codec_private.is_none() {
+                    t.codec_private = Some(data.to_vec());
+                }
+            }
+            return Ok(());
+        };
+        let Some((pos, total)) = layout.codec_private_reserve else {
+            return Ok(());
+        };
+        let Some(bytes) = codec_private_in(data, total) else {
+            return Ok(());
+        };
+        layout.codec_private_reserve = None;
+        self.out.seek(SeekFrom::Start(pos))?;
+        self.out.write_all(&bytes)?;
+        self.out.seek(SeekFrom::Start(self.pos))?;
+        self.out.flush()?;
+        for t in &mut self.tracks {
+            if t.needs_codec_private() {
+                t.codec_private = Some(data.to_vec());
+            }
+        }
+        Ok(())
     }
 
     /// Adds one frame. `ms` is relative to the start of the file.
@@ -261,7 +327,7 @@ impl<W: Write + Seek> SegmentWriter<W> {
             MatroskaSpec::EbmlReadVersion(1),
             MatroskaSpec::EbmlMaxIdLength(4),
             MatroskaSpec::EbmlMaxSizeLength(8),
-            MatroskaSpec::DocType("webm".into()),
+            MatroskaSpec::DocType(self.container.doc_type().into()),
             MatroskaSpec::DocTypeVersion(4),
             MatroskaSpec::DocTypeReadVersion(2),
         ])))?;
@@ -307,6 +373,17 @@ impl<W: Write + Seek> SegmentWriter<W> {
         self.tags
             .write(&MatroskaSpec::Tracks(Master::Full(entries)))?;
         let tracks = self.take_bytes();
+        let codec_private_reserve = if self
+            .tracks
+            .iter()
+            .any(|t| t.needs_codec_private() && t.codec_private.is_none())
+        {
+            let (offset, size) =
+                find_track_void(&tracks).ok_or(WebmError::Layout("codec private reserve"))?;
+            Some((tracks_pos + offset as u64, size))
+        } else {
+            None
+        };
         self.emit(&tracks)?;
 
         self.layout = Some(Layout {
@@ -316,6 +393,7 @@ impl<W: Write + Seek> SegmentWriter<W> {
             info_pos,
             duration_pos,
             tracks_pos,
+            codec_private_reserve,
         });
         Ok(())
     }
@@ -444,6 +522,79 @@ fn void(total: usize) -> Result<MatroskaSpec, WebmError> {
     Ok(MatroskaSpec::Void(vec![0; data]))
 }
 
+/// A CodecPrivate element holding `data`, padded with a Void to exactly
+/// `total` bytes; `None` if it does not fit.
+fn codec_private_in(data: &[u8], total: usize) -> Option<Vec<u8>> {
+    let len = u16::try_from(data.len()).ok().filter(|l| *l < 0x3FFF)?;
+    // ID 63 A2, size as a 2-byte vint (3 bytes when that evens out the rest)
+    let mut out = vec![0x63, 0xA2];
+    let rest = total.checked_sub(4 + data.len())?;
+    if rest == 1 {
+        out.extend_from_slice(&[0x20, (len >> 8) as u8, len as u8]);
+    } else {
+        out.extend_from_slice(&[0x40 | (len >> 8) as u8, len as u8]);
+    }
+    out.extend_from_slice(data);
+    let rest = total - out.len();
+    match rest {
+        0 => {}
+        2 => out.extend_from_slice(&[ID_VOID, 0x80]),
+        n if n >= 3 => {
+            let void = u16::try_from(n - 3).ok().filter(|v| *v < 0x3FFF)?;
+            out.extend_from_slice(&[ID_VOID, 0x40 | (void >> 8) as u8, void as u8]);
+            out.resize(total, 0);
+        }
+        _ => return None,
+    }
+    Some(out)
+}
+
+/// Reads an EBML element header at the start of `bytes`: (ID, header
+/// length, data size).
+fn element_header(bytes: &[u8]) -> Option<(u32, usize, usize)> {
+    let first = *bytes.first()?;
+    let id_len = first.leading_zeros() as usize + 1;
+    if id_len > 4 {
+        return None;
+    }
+    let id = bytes
+        .get(..id_len)?
+        .iter()
+        .fold(0u32, |a, b| (a << 8) | u32::from(*b));
+    let s0 = *bytes.get(id_len)?;
+    let size_len = s0.leading_zeros() as usize + 1;
+    if size_len > 8 {
+        return None;
+    }
+    let mut size = u64::from(s0) & (0xFF >> size_len);
+    for b in bytes.get(id_len + 1..id_len + size_len)? {
+        size = (size << 8) | u64::from(*b);
+    }
+    Some((id, id_len + size_len, usize::try_from(size).ok()?))
+}
+
+/// The offset and total size of the Void inside a TrackEntry of an encoded
+/// Tracks element (the reserve for a CodecPrivate).
+fn find_track_void(tracks: &[u8]) -> Option<(usize, usize)> {
+    let (_, header, size) = element_header(tracks)?;
+    let end = header.checked_add(size)?.min(tracks.len());
+    let mut pos = header;
+    while pos < end {
+        let (_, eh, es) = element_header(&tracks[pos..])?;
+        let entry_end = pos + eh + es;
+        let mut child = pos + eh;
+        while child < entry_end {
+            let (id, ch, cs) = element_header(&tracks[child..])?;
+            if id == u32::from(ID_VOID) {
+                return Some((child, ch + cs));
+            }
+            child += ch + cs;
+        }
+        pos = entry_end;
+    }
+    None
+}
+
 fn seek(id: &[u8; 4], position: u64) -> MatroskaSpec {
     MatroskaSpec::Seek(Master::Full(vec![
         MatroskaSpec::SeekID(id.to_vec()),
@@ -479,6 +630,14 @@ fn track_entry(track: &WebmTrack) -> MatroskaSpec {
                 MatroskaSpec::PixelWidth(u64::from(w)),
                 MatroskaSpec::PixelHeight(u64::from(h)),
             ])));
+            match &track.codec_private {
+                Some(data) => children.push(MatroskaSpec::CodecPrivate(data.clone())),
+                // filled in by `set_codec_private` once the first keyframe is seen
+                None if track.needs_codec_private() => {
+                    children.push(MatroskaSpec::Void(vec![0; CODEC_PRIVATE_RESERVE - 3]));
+                }
+                None => {}
+            }
         }
         TrackKind::Audio => {
             children.push(MatroskaSpec::TrackType(2));
@@ -526,16 +685,7 @@ mod tests {
 
     #[test]
     fn a_finished_file_has_size_duration_seekhead_and_cues() {
-        let tracks = vec![
-            WebmTrack {
-                codec: Codec::Vp8,
-                dimensions: None,
-            },
-            WebmTrack {
-                codec: Codec::Opus,
-                dimensions: None,
-            },
-        ];
+        let tracks = vec![WebmTrack::new(Codec::Vp8), WebmTrack::new(Codec::Opus)];
         let mut w = SegmentWriter::new(Cursor::new(Vec::new()), tracks, meta(), 1000);
         w.set_dimensions((320, 240));
         for i in 0..150u64 {
@@ -617,10 +767,7 @@ mod tests {
 
     #[test]
     fn an_unfinished_file_still_parses_up_to_the_last_cluster() {
-        let tracks = vec![WebmTrack {
-            codec: Codec::Opus,
-            dimensions: None,
-        }];
+        let tracks = vec![WebmTrack::new(Codec::Opus)];
         let mut w = SegmentWriter::new(Cursor::new(Vec::new()), tracks, meta(), 100);
         for i in 0..20u64 {
             w.write_frame(AUDIO_TRACK, i * 20, true, &[0xF8, 1])
@@ -641,15 +788,79 @@ mod tests {
     fn an_empty_writer_writes_nothing() {
         let w = SegmentWriter::new(
             Cursor::new(Vec::new()),
-            vec![WebmTrack {
-                codec: Codec::Opus,
-                dimensions: None,
-            }],
+            vec![WebmTrack::new(Codec::Opus)],
             meta(),
             100,
         );
         let (out, finished) = w.finish(0).expect("finish");
         assert!(finished.is_none());
         assert!(out.into_inner().is_empty());
+    }
+
+    fn codec_private_of_video(bytes: &[u8]) -> Option<Vec<u8>> {
+        let all = tags(bytes);
+        let mut in_video = false;
+        for t in all {
+            match t {
+                MatroskaSpec::CodecID(c) => in_video = c == "V_MPEG4/ISO/AVC",
+                MatroskaSpec::CodecPrivate(d) if in_video => return Some(d),
+                _ => {}
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn h264_goes_into_matroska_with_its_avcc_known_at_the_header_or_filled_in_later() {
+        let avcc: Vec<u8> = (0..40).collect();
+        let h264 = || vec![WebmTrack::new(Codec::H264), WebmTrack::new(Codec::Opus)];
+        // known before the header is written
+        let mut w = SegmentWriter::new(Cursor::new(Vec::new()), h264(), meta(), 100);
+        assert_eq!(w.container, Container::Matroska);
+        w.set_codec_private(&avcc).expect("set");
+        w.write_frame(VIDEO_TRACK, 0, true, &[0, 0, 0, 1, 0x65])
+            .expect("write");
+        let (out, _) = w.finish(40).expect("finish");
+        let bytes = out.into_inner();
+        assert!(tags(&bytes)
+            .iter()
+            .any(|t| matches!(t, MatroskaSpec::DocType(d) if d == "matroska")));
+        assert_eq!(codec_private_of_video(&bytes), Some(avcc.clone()));
+
+        // audio first: the header is written with a reserve, filled in at the keyframe
+        let mut w = SegmentWriter::new(Cursor::new(Vec::new()), h264(), meta(), 100);
+        for i in 0..10u64 {
+            w.write_frame(AUDIO_TRACK, i * 20, true, &[0xF8, 1])
+                .expect("write");
+        }
+        let before = w.out.get_ref().clone();
+        assert!(!before.is_empty(), "the header and a cluster were written");
+        assert_eq!(codec_private_of_video(&before), None);
+        for size in [avcc.len(), 507, 505, 506] {
+            let data = vec![7u8; size];
+            assert!(
+                codec_private_in(&data, CODEC_PRIVATE_RESERVE)
+                    .is_some_and(|b| b.len() == CODEC_PRIVATE_RESERVE),
+                "{size}"
+            );
+        }
+        assert!(codec_private_in(&[7u8; 509], CODEC_PRIVATE_RESERVE).is_none());
+        w.set_codec_private(&avcc).expect("patch");
+        w.set_codec_private(&[9; 10])
+            .expect("later ones are ignored");
+        w.write_frame(VIDEO_TRACK, 200, true, &[0, 0, 0, 1, 0x65])
+            .expect("write");
+        let (out, finished) = w.finish(240).expect("finish");
+        let bytes = out.into_inner();
+        assert_eq!(codec_private_of_video(&bytes), Some(avcc));
+        assert_eq!(finished.expect("finished").blocks, 11);
+        // the file parses whole, size patched
+        let seg = bytes
+            .windows(4)
+            .position(|w| w == [0x18, 0x53, 0x80, 0x67])
+            .expect("segment id");
+        let size = u64::from_be_bytes(bytes[seg + 4..seg + 12].try_into().expect("8 bytes"))
+            & 0x00FF_FFFF_FFFF_FFFF;
+        assert_eq!(size as usize, bytes.len() - (seg + 12));
     }
 }

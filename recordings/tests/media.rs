@@ -177,6 +177,43 @@ fn vp9_is_recorded_with_its_keyframes_and_size() {
     assert!(video[0].1);
     assert!((295..=305).contains(&video.len()), "{} frames", video.len());
     assert!(verify_recording(&store, &keyring(), manifest.recording_id).is_ok());
+    // ffprobe reads the files as WebM with a VP9 track of the keyframe's size
+    let ffprobe = ffprobe().expect("ffprobe is required for this test: install ffmpeg");
+    for s in &segs {
+        let path = store.path(&s.file);
+        let (ok, out, err) = run(
+            &ffprobe,
+            &[
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_name,width,height:format=format_name,duration",
+                "-of",
+                "default=nw=1",
+                path.to_str().expect("utf-8"),
+            ],
+        );
+        assert!(ok, "ffprobe failed on {}: {err}", path.display());
+        assert!(out.contains("format_name=matroska,webm"), "{out}");
+        assert!(
+            out.contains("codec_name=vp9") && out.contains("codec_name=opus"),
+            "{out}"
+        );
+        assert!(
+            out.contains("width=640") && out.contains("height=360"),
+            "{out}"
+        );
+        let d: f64 = out
+            .lines()
+            .find_map(|l| l.strip_prefix("duration="))
+            .and_then(|d| d.parse().ok())
+            .expect("duration");
+        let expected = (s.media_end_ms - s.media_start_ms) as f64 / 1000.0;
+        assert!(
+            (d - expected).abs() / expected < 0.1,
+            "{d} s vs {expected} s"
+        );
+    }
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! and end, and inspect the assembled codec frame (keyframe, dimensions,
 //! duration).
 
+pub(crate) mod h264;
 pub(crate) mod opus;
 pub(crate) mod vp8;
 pub(crate) mod vp9;
@@ -19,6 +20,10 @@ pub(crate) enum DepacketizeError {
     /// Nothing after the payload descriptor.
     #[error("empty codec payload")]
     Empty,
+    /// A header field has a value the payload format forbids or the recorder
+    /// does not accept (H.264: forbidden bit, STAP-B/MTAP/FU-B, S and E set).
+    #[error("invalid payload header")]
+    Invalid,
 }
 
 /// One RTP payload with its descriptor removed.
@@ -48,10 +53,23 @@ pub(crate) struct FrameInfo {
 }
 
 /// Strips the payload descriptor of `codec` from `payload`.
+///
+/// H.264 payloads are not a descriptor plus codec bytes (aggregates and
+/// fragments rebuild NAL units): the assembler reads them with
+/// [`h264::depacketize`]. Here an H.264 payload is taken as one NAL unit.
 pub(crate) fn depacketize(codec: Codec, payload: &[u8]) -> Result<Payload<'_>, DepacketizeError> {
     match codec {
         Codec::Vp8 => vp8::depacketize(payload),
         Codec::Vp9 => vp9::depacketize(payload),
+        Codec::H264 => {
+            let start = h264::depacketize(payload)?.starts_access_unit();
+            Ok(Payload {
+                data: payload,
+                frame_start: start,
+                layer_start: start,
+                layer_end: false,
+            })
+        }
         Codec::Opus => opus::depacketize(payload),
     }
 }
@@ -61,6 +79,7 @@ pub(crate) fn inspect(codec: Codec, frame: &[u8]) -> FrameInfo {
     match codec {
         Codec::Vp8 => vp8::inspect(frame),
         Codec::Vp9 => vp9::inspect(frame),
+        Codec::H264 => h264::inspect(frame),
         Codec::Opus => opus::inspect(frame),
     }
 }

@@ -15,7 +15,9 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use recordings::{export_participant, verify_chain, verify_recording, ParticipantId, RecordingId, Sha256Digest, Store};
+use recordings::{
+    export_participant, verify_chain, verify_recording, Container, ParticipantId, RecordingId, Sha256Digest, Store,
+};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use uuid::Uuid;
@@ -283,7 +285,7 @@ pub struct MediaPath {
 }
 
 /// Plays one participant's media of a recording as one WebM file (all segments, verified
-/// against the signed manifest). Supports `Range: bytes=`. Needs a reason; every request is
+/// against the signed manifest); Matroska (`video/x-matroska`) when the video is H.264. Supports `Range: bytes=`. Needs a reason; every request is
 /// audited.
 #[utoipa::path(get, path = "/api/v1/recordings/{id}/participants/{participant}/media", tag = "recordings",
     params(("id" = Uuid, Path), ("participant" = Uuid, Path), ReasonQuery), security(("bearer" = [])),
@@ -345,14 +347,14 @@ async fn serve_media(
             serde_json::json!({"reason": reason, "participant": p.participant, "range": range, "call_id": rec.call_id}),
         )
         .await?;
-    let path = export_file(&state, &rec, p.participant).await?;
+    let (path, container) = export_file(&state, &rec, p.participant).await?;
     let size = tokio::fs::metadata(&path).await.map_err(ApiError::internal)?.len();
     let mut res_headers = HeaderMap::new();
-    res_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/webm"));
+    res_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(container.mime_type()));
     res_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     res_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
     if attachment {
-        let v = format!("attachment; filename=\"recording-{}-{}.webm\"", p.id, p.participant);
+        let v = format!("attachment; filename=\"recording-{}-{}.{}\"", p.id, p.participant, container.extension());
         if let Ok(v) = HeaderValue::from_str(&v) {
             res_headers.insert(header::CONTENT_DISPOSITION, v);
         }
@@ -417,28 +419,33 @@ pub fn parse_range(header: &str, size: u64) -> Option<(u64, u64)> {
     (end >= start).then_some((start, end))
 }
 
-/// The playback export of a participant, built on first use and cached as derived data.
+/// The playback export of a participant and its container (WebM, `.webm`; or Matroska, `.mkv`,
+/// when the video is H.264), built on first use and cached as derived data.
 ///
 /// Nothing is served unchecked: before every use the recording must still verify (the
 /// manifest is the one sealed in the chain — the hash on the recording row — its signature is
 /// valid and every segment matches its hash), and a cached export must be the one built from
 /// that manifest (a stamp file next to it holds the manifest hash and the export's own hash).
 /// A stale or altered cache is rebuilt; a recording that no longer verifies is refused.
-async fn export_file(state: &AppState, rec: &RecordingRecord, participant: Uuid) -> ApiResult<PathBuf> {
+async fn export_file(state: &AppState, rec: &RecordingRecord, participant: Uuid) -> ApiResult<(PathBuf, Container)> {
     let id = rec.id;
     let dir = crate::recorder::cli::exports_dir(&state.recorder.config().spool);
-    let path = dir.join(format!("{id}-{participant}.webm"));
     let stamp = dir.join(format!("{id}-{participant}.stamp"));
     let sealed = rec.manifest_sha256.clone();
     let store = state.recorder.store().clone();
     let keyring = state.recorder.keyring().clone();
-    let out = path.clone();
-    let res = tokio::task::spawn_blocking(move || -> Result<(), String> {
+    let res = tokio::task::spawn_blocking(move || -> Result<(PathBuf, Container), String> {
         let rid = RecordingId::from_uuid(id);
         let manifest = store.get(&manifest_key(id)).map_err(|e| e.to_string())?.ok_or("the manifest is missing")?;
         let manifest_sha = Sha256Digest::of(&manifest).to_string();
+        let cached: Vec<(PathBuf, Container)> = [Container::WebM, Container::Matroska]
+            .into_iter()
+            .map(|c| (dir.join(format!("{id}-{participant}.{}", c.extension())), c))
+            .collect();
         let discard = || {
-            let _ = std::fs::remove_file(&out);
+            for (p, _) in &cached {
+                let _ = std::fs::remove_file(p);
+            }
             let _ = std::fs::remove_file(&stamp);
         };
         if sealed.as_deref().is_some_and(|s| s != manifest_sha) {
@@ -451,9 +458,13 @@ async fn export_file(state: &AppState, rec: &RecordingRecord, participant: Uuid)
             return Err(format!("{} problem(s) found", report.problems.len()));
         }
         let file_sha = |p: &std::path::Path| std::fs::File::open(p).and_then(Sha256Digest::of_reader).map(|d| d.to_string());
-        if let (Ok(stamped), Ok(actual)) = (std::fs::read_to_string(&stamp), file_sha(&out)) {
-            if stamped == format!("{manifest_sha}\n{actual}\n") {
-                return Ok(());
+        if let Ok(stamped) = std::fs::read_to_string(&stamp) {
+            for (path, container) in &cached {
+                if let Ok(actual) = file_sha(path) {
+                    if stamped == format!("{manifest_sha}\n{actual}\n") {
+                        return Ok((path.clone(), *container));
+                    }
+                }
             }
             tracing::warn!(recording = %id, "a cached playback export did not match its recording; rebuilding it");
         }
@@ -462,21 +473,25 @@ async fn export_file(state: &AppState, rec: &RecordingRecord, participant: Uuid)
         let tag = Uuid::new_v4().simple();
         let tmp = dir.join(format!(".{id}-{participant}-{tag}.tmp"));
         let file = std::fs::File::create(&tmp).map_err(|e| e.to_string())?;
-        let r = export_participant(&store, &keyring, rid, ParticipantId::from_uuid(participant), file);
-        if let Err(e) = r {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e.to_string());
-        }
+        let container = match export_participant(&store, &keyring, rid, ParticipantId::from_uuid(participant), file) {
+            Ok((_, summary)) => summary.container,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e.to_string());
+            }
+        };
+        let out = dir.join(format!("{id}-{participant}.{}", container.extension()));
         let export_sha = file_sha(&tmp).map_err(|e| e.to_string())?;
         let stamp_tmp = dir.join(format!(".{id}-{participant}-{tag}.stamp.tmp"));
         std::fs::write(&stamp_tmp, format!("{manifest_sha}\n{export_sha}\n")).map_err(|e| e.to_string())?;
         std::fs::rename(&tmp, &out).map_err(|e| e.to_string())?;
-        std::fs::rename(&stamp_tmp, &stamp).map_err(|e| e.to_string())
+        std::fs::rename(&stamp_tmp, &stamp).map_err(|e| e.to_string())?;
+        Ok((out, container))
     })
     .await
     .map_err(ApiError::internal)?;
     match res {
-        Ok(()) => Ok(path),
+        Ok(done) => Ok(done),
         Err(e) if e.contains("no segments") || e.contains("NoSegments") => Err(ApiError::not_found("participant media")),
         Err(e) => Err(ApiError::conflict(
             "recording-not-verifiable",

@@ -1,5 +1,5 @@
 //! Spool → object store. The spool directory is the source of truth for what still has to be
-//! uploaded: every pass walks it, puts each finished segment (`*.webm`) into the object store
+//! uploaded: every pass walks it, puts each finished segment (`*.webm`, `*.mkv`) into the object store
 //! and only then deletes the local copy; manifests are uploaded whenever they change and leave
 //! the spool once their recording is sealed; the chain file is copied after every change and
 //! stays. A failed pass keeps everything on local disk and is retried with exponential backoff
@@ -217,7 +217,7 @@ fn scan(spool: &Path) -> Vec<(ObjectKey, PathBuf)> {
             let Ok(ft) = e.file_type() else { continue };
             if ft.is_dir() {
                 stack.push((e.path(), child));
-            } else if name.ends_with(".webm") || name == "manifest.json" {
+            } else if name.ends_with(".webm") || name.ends_with(".mkv") || name == "manifest.json" {
                 if let Ok(k) = ObjectKey::parse(child) {
                     out.push((k, e.path()));
                 }

@@ -57,6 +57,7 @@ fn codec_of(info: &TrackInfo) -> Option<Codec> {
     match info.mime_type.to_ascii_lowercase().as_str() {
         "video/vp8" => Some(Codec::Vp8),
         "video/vp9" => Some(Codec::Vp9),
+        "video/h264" => Some(Codec::H264),
         "audio/opus" => Some(Codec::Opus),
         _ => None,
     }

@@ -13,7 +13,7 @@ use rtc::peer_connection::configuration::interceptor_registry::{
     configure_nack, configure_rtcp_reports,
 };
 use rtc::peer_connection::configuration::media_engine::{
-    MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8,
+    MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8,
 };
 use rtc::peer_connection::configuration::setting_engine::{SettingEngine, SettingEngineBuilder};
 use rtc::peer_connection::transport::{RTCIceCandidateType, RTCIceServer};
@@ -77,11 +77,20 @@ impl fmt::Debug for RelayConfig {
     }
 }
 
-/// Payload types the relay offers. Only VP8 and Opus are negotiated: the relay never
-/// transcodes, so a publisher's codec must be one every subscriber accepts.
+/// Payload types the relay offers: Opus; VP8, then H.264 (constrained baseline,
+/// packetization mode 1), each with RTX. The relay never transcodes, so VP8 — which every
+/// client here can send and receive — is preferred: it comes first in the relay's offers, and
+/// answers list it first whatever order the client offered in ([`prefer_vp8`]). A client that
+/// offers only H.264 publishes H.264; it reaches the subscribers that accept H.264 and is
+/// recorded as Matroska.
 pub(crate) const PT_OPUS: u8 = 111;
 pub(crate) const PT_VP8: u8 = 96;
 pub(crate) const PT_VP8_RTX: u8 = 97;
+pub(crate) const PT_H264: u8 = 102;
+pub(crate) const PT_H264_RTX: u8 = 103;
+/// The H.264 format the relay registers: what browsers offer for constrained baseline.
+pub(crate) const H264_FMTP: &str =
+    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 
 /// The media engine and interceptor chain of one connection (neither is reusable across
 /// connections in 0.21: the registry is consumed by the build).
@@ -129,6 +138,35 @@ pub(crate) fn media_setup() -> Result<(MediaEngine, Registry), SfuError> {
         },
         RtpCodecKind::Video,
     )?;
+    me.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_H264.to_owned(),
+                clock_rate: 90_000,
+                channels: 0,
+                sdp_fmtp_line: H264_FMTP.to_owned(),
+                rtcp_feedback: vec![RTCPFeedback {
+                    typ: "ccm".to_owned(),
+                    parameter: "fir".to_owned(),
+                }],
+            },
+            payload_type: PT_H264,
+        },
+        RtpCodecKind::Video,
+    )?;
+    me.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_RTX.to_owned(),
+                clock_rate: 90_000,
+                channels: 0,
+                sdp_fmtp_line: format!("apt={PT_H264}"),
+                rtcp_feedback: vec![],
+            },
+            payload_type: PT_H264_RTX,
+        },
+        RtpCodecKind::Video,
+    )?;
     // NACK generator + responder (adds `nack` and `nack pli` feedback), sender/receiver
     // reports, and the marker that hands PLI/FIR/SR to the relay. No TWCC: the relay does not
     // estimate bandwidth (no simulcast to switch between), and each TWCC packet costs CPU.
@@ -136,6 +174,57 @@ pub(crate) fn media_setup() -> Result<(MediaEngine, Registry), SfuError> {
     let registry = configure_rtcp_reports(registry);
     let registry = registry.with(Slot::from(RTCP_MARKER_SLOT), RtcpMarker::default());
     Ok((me, registry))
+}
+
+/// Reorders the payload types of every video section of a client's offer so that VP8 (and its
+/// RTX) come first, keeping the order of everything else. An answer lists codecs in the
+/// offer's order, and the offerer sends the first one the answer lists: without this, a client
+/// that prefers H.264 (Safari does) would publish H.264, which subscribers that only take VP8
+/// cannot receive. Nothing but the order on the `m=video` lines changes; `None` if nothing had
+/// to move.
+pub(crate) fn prefer_vp8(sdp: &str) -> Option<String> {
+    let eol = if sdp.contains("\r\n") { "\r\n" } else { "\n" };
+    let lines: Vec<&str> = sdp.split(eol).collect();
+    let mut out: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+    let mut changed = false;
+    let mut i = 0;
+    while i < lines.len() {
+        if !lines[i].starts_with("m=video ") {
+            i += 1;
+            continue;
+        }
+        let end = (i + 1..lines.len()).find(|&j| lines[j].starts_with("m=")).unwrap_or(lines.len());
+        let section = &lines[i + 1..end];
+        let vp8: Vec<&str> = section
+            .iter()
+            .filter_map(|l| l.strip_prefix("a=rtpmap:"))
+            .filter_map(|r| r.split_once(' '))
+            .filter(|(_, enc)| enc.to_ascii_lowercase().starts_with("vp8/"))
+            .map(|(pt, _)| pt)
+            .collect();
+        let rtx_of_vp8: Vec<&str> = section
+            .iter()
+            .filter_map(|l| l.strip_prefix("a=fmtp:"))
+            .filter_map(|r| r.split_once(' '))
+            .filter(|(_, params)| {
+                params.split(';').any(|p| p.trim().strip_prefix("apt=").is_some_and(|a| vp8.contains(&a)))
+            })
+            .map(|(pt, _)| pt)
+            .collect();
+        let fields: Vec<&str> = lines[i].split(' ').collect();
+        if fields.len() > 3 && !vp8.is_empty() {
+            let formats = &fields[3..];
+            let (first, rest): (Vec<&str>, Vec<&str>) =
+                formats.iter().partition(|f| vp8.contains(f) || rtx_of_vp8.contains(f));
+            let reordered: Vec<&str> = first.into_iter().chain(rest).collect();
+            if reordered != formats {
+                out[i] = fields[..3].iter().chain(reordered.iter()).copied().collect::<Vec<_>>().join(" ");
+                changed = true;
+            }
+        }
+        i = end;
+    }
+    changed.then(|| out.join(eol))
 }
 
 /// Settings shared by every connection: no mDNS (pitfall 1), announced NAT addresses.
@@ -191,5 +280,38 @@ impl PortAllocator {
                 (u32::from(*r.start()) + i) as u16
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vp8_moves_to_the_front_of_video_sections_and_nothing_else_changes() {
+        let offer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\na=rtpmap:111 opus/48000/2\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 102 103 96 97 45\r\na=rtpmap:102 H264/90000\r\n\
+a=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\na=rtpmap:103 rtx/90000\r\n\
+a=fmtp:103 apt=102\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n\
+a=rtpmap:45 AV1/90000\r\n";
+        let out = prefer_vp8(offer).expect("reordered");
+        assert!(out.contains("\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 97 102 103 45\r\n"), "{out}");
+        assert!(out.contains("m=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\n"));
+        assert_eq!(out.len(), offer.len());
+        assert_eq!(out.replace("96 97 102 103 45", "102 103 96 97 45"), offer);
+        // already first, or no VP8 at all: left alone
+        assert_eq!(prefer_vp8(&out), None);
+        let h264_only = "v=0\nm=video 9 UDP/TLS/RTP/SAVPF 102\na=rtpmap:102 H264/90000\n";
+        assert_eq!(prefer_vp8(h264_only), None);
+    }
+
+    #[test]
+    fn the_media_engine_registers_vp8_before_h264_with_distinct_payload_types() {
+        let pts = [PT_OPUS, PT_VP8, PT_VP8_RTX, PT_H264, PT_H264_RTX];
+        for (i, a) in pts.iter().enumerate() {
+            assert!(!pts[i + 1..].contains(a), "payload type {a} used twice");
+        }
+        assert!(media_setup().is_ok());
+        assert!(H264_FMTP.contains("packetization-mode=1") && H264_FMTP.contains("profile-level-id=42e01f"));
     }
 }

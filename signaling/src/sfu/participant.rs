@@ -24,7 +24,7 @@ use webrtc::peer_connection::{
     RTCPeerConnectionState, RTCSessionDescription,
 };
 
-use super::config::{media_setup, setting_engine};
+use super::config::{media_setup, prefer_vp8, setting_engine};
 use super::forward::{forward_track, relay_subscriber_rtcp, DownTrack, UpTrack};
 use super::{MediaKind, RTCIceCandidateInit, RelayEvent, RelayShared, SfuError, TrackInfo};
 
@@ -343,6 +343,16 @@ impl ParticipantInner {
             neg.awaiting_answer = false;
             self.needs_offer.store(true, Ordering::Release);
         }
+        // VP8 first in the answer whatever order the client offered (see `prefer_vp8`).
+        let offer = match prefer_vp8(&offer.sdp) {
+            Some(sdp) => {
+                let mut reordered = RTCSessionDescription::default();
+                reordered.sdp_type = RTCSdpType::Offer;
+                reordered.sdp = sdp;
+                reordered
+            }
+            None => offer,
+        };
         self.pc.set_remote_description(offer).await?;
         let answer = self.pc.create_answer(None).await?;
         self.pc.set_local_description(answer.clone()).await?;
