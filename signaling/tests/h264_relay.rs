@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use rec_support::*;
 use rtc::interceptor::Registry;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
@@ -32,12 +31,11 @@ use sfu_support::{local_track, ClientHandler, ClientState};
 use signaling::domain::clock::Clock;
 use signaling::domain::identity::Role;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::Track;
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCSessionDescription,
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
 };
 
 const REASON: &str = "reason=complaint%20review%20C-2026-17";
@@ -133,10 +131,6 @@ fn packetize(stream: &[u8]) -> Vec<Vec<Bytes>> {
         .collect()
 }
 
-fn desc(kind: &str, sdp: &str) -> Value {
-    json!({"type": kind, "sdp": sdp})
-}
-
 /// A participant over the WebSocket whose peer knows H.264 only: it publishes an H.264 track
 /// (`publish`) or just receives video (a recvonly transceiver, so its offer carries H.264).
 struct H264Peer {
@@ -149,45 +143,10 @@ struct H264Peer {
 }
 
 async fn join_h264(addr: std::net::SocketAddr, token: &str, call: Uuid, publish: bool) -> H264Peer {
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
-    let (mut sink, mut stream) = ws.split();
-    let (out, mut out_rx) = mpsc::unbounded_channel::<Value>();
-    let mut tasks = vec![tokio::spawn(async move {
-        while let Some(v) = out_rx.recv().await {
-            if sink.send(Message::Text(v.to_string().into())).await.is_err() {
-                break;
-            }
-        }
-    })];
-    let (in_tx, mut in_rx) = mpsc::unbounded_channel::<Value>();
-    tasks.push(tokio::spawn(async move {
-        while let Some(Ok(m)) = stream.next().await {
-            if let Message::Text(t) = m {
-                if let Ok(v) = serde_json::from_str::<Value>(&t) {
-                    let _ = in_tx.send(v);
-                }
-            }
-        }
-    }));
-    async fn expect(rx: &mut mpsc::UnboundedReceiver<Value>, kind: &str) -> Value {
-        loop {
-            let v = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-                .await
-                .unwrap_or_else(|_| panic!("timed out waiting for {kind}"))
-                .expect("socket open");
-            if v["type"] == kind {
-                return v;
-            }
-            assert_ne!(v["type"], "error", "waiting for {kind}: {v}");
-        }
-    }
-    out.send(json!({"type": "hello", "protocol_version": 1, "token": token})).unwrap();
-    expect(&mut in_rx, "welcome").await;
-    out.send(json!({"type": "join", "call_id": call})).unwrap();
-    let joined = expect(&mut in_rx, "joined").await;
-    let id: Uuid = joined["participant_id"].as_str().unwrap().parse().unwrap();
+    let mut signal = Signal::join(addr, token, call).await;
+    let id = signal.participant_id;
     let state = Arc::new(ClientState::default());
-    let (cand_tx, mut cand_rx) = mpsc::unbounded_channel();
+    let (cand_tx, cand_rx) = mpsc::unbounded_channel();
     let pc = h264_only_pc(Arc::new(ClientHandler { state: state.clone(), candidates: cand_tx })).await;
     let video = if publish {
         let video = local_track(RtpCodecKind::Video, h264_codec(), rand::random::<u32>() | 1, &id.to_string());
@@ -198,48 +157,12 @@ async fn join_h264(addr: std::net::SocketAddr, token: &str, call: Uuid, publish:
         pc.add_transceiver_from_kind(RtpCodecKind::Video, Some(init)).await.unwrap();
         None
     };
-    let offer = pc.create_offer(None).await.unwrap();
-    assert!(offer.sdp.contains("H264/90000") && !offer.sdp.contains("VP8"), "{}", offer.sdp);
-    pc.set_local_description(offer.clone()).await.unwrap();
-    out.send(json!({"type": "sdp_offer", "call_id": call, "description": desc("offer", &offer.sdp)})).unwrap();
-    let answer = expect(&mut in_rx, "sdp_answer").await;
-    let sdp = answer["description"]["sdp"].as_str().unwrap().to_string();
-    assert!(sdp.contains("H264/90000"), "the relay accepts H.264: {sdp}");
-    pc.set_remote_description(RTCSessionDescription::answer(sdp).unwrap()).await.unwrap();
-    {
-        let (pc, out) = (pc.clone(), out.clone());
-        tasks.push(tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    v = in_rx.recv() => {
-                        let Some(v) = v else { break };
-                        match v["type"].as_str() {
-                            Some("sdp_offer") => {
-                                let sdp = v["description"]["sdp"].as_str().unwrap_or("").to_string();
-                                let Ok(offer) = RTCSessionDescription::offer(sdp) else { continue };
-                                if pc.set_remote_description(offer).await.is_err() { continue }
-                                let Ok(answer) = pc.create_answer(None).await else { continue };
-                                if pc.set_local_description(answer.clone()).await.is_err() { continue }
-                                let _ = out.send(json!({"type": "sdp_answer", "call_id": call, "description": desc("answer", &answer.sdp)}));
-                            }
-                            Some("ice_candidate") => {
-                                if let Ok(c) = serde_json::from_value(v["candidate"].clone()) {
-                                    let _ = pc.add_ice_candidate(c).await;
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
-                    c = cand_rx.recv() => {
-                        let Some(c) = c else { break };
-                        if let Ok(c) = serde_json::to_value(&c) {
-                            let _ = out.send(json!({"type": "ice_candidate", "call_id": call, "candidate": c}));
-                        }
-                    }
-                }
-            }
-        }));
-    }
+    let answer = signal.negotiate(&pc, cand_rx, Arc::new(std::sync::Mutex::new(Vec::new()))).await;
+    assert!(
+        answer.contains("H264/90000") && !answer.contains("VP8"),
+        "the relay accepts H.264 (and only H.264 was offered): {answer}"
+    );
+    let Signal { out, tasks, .. } = signal;
     H264Peer { id, pc, state, video, out, tasks }
 }
 

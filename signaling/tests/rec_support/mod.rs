@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use signaling::app::{AppState, Application, Components};
 use signaling::config::Settings;
 use signaling::domain::clock::FakeClock;
+use signaling::sfu::RTCIceCandidateInit;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
@@ -229,9 +230,33 @@ fn desc(kind: &str, sdp: &str) -> Value {
     json!({"type": kind, "sdp": sdp})
 }
 
-impl WsParticipant {
-    /// Connects, says hello, joins `call`, offers audio + video and starts publishing.
-    pub async fn join(addr: SocketAddr, token: &str, call: Uuid) -> WsParticipant {
+/// The next message of type `kind` (at most 10 s; an `error` message fails the test).
+pub async fn expect_type(rx: &mut mpsc::UnboundedReceiver<Value>, kind: &str) -> Value {
+    loop {
+        let v = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {kind}"))
+            .expect("socket open");
+        if v["type"] == kind {
+            return v;
+        }
+        assert_ne!(v["type"], "error", "waiting for {kind}: {v}");
+    }
+}
+
+/// A raw signaling socket joined to a call: messages out, messages in, its pump tasks.
+pub struct Signal {
+    pub call: Uuid,
+    pub participant_id: Uuid,
+    pub joined: Value,
+    pub out: mpsc::UnboundedSender<Value>,
+    pub rx: mpsc::UnboundedReceiver<Value>,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+impl Signal {
+    /// Connects, says hello with `token` and joins `call`.
+    pub async fn join(addr: SocketAddr, token: &str, call: Uuid) -> Signal {
         let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.expect("ws connects");
         let (mut sink, mut stream) = ws.split();
         let (out, mut out_rx) = mpsc::unbounded_channel::<Value>();
@@ -243,7 +268,7 @@ impl WsParticipant {
                 }
             }
         }));
-        let (in_tx, mut in_rx) = mpsc::unbounded_channel::<Value>();
+        let (in_tx, mut rx) = mpsc::unbounded_channel::<Value>();
         tasks.push(tokio::spawn(async move {
             while let Some(Ok(m)) = stream.next().await {
                 if let Message::Text(t) = m {
@@ -253,74 +278,84 @@ impl WsParticipant {
                 }
             }
         }));
-        async fn expect(rx: &mut mpsc::UnboundedReceiver<Value>, kind: &str) -> Value {
-            loop {
-                let v = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-                    .await
-                    .unwrap_or_else(|_| panic!("timed out waiting for {kind}"))
-                    .expect("socket open");
-                if v["type"] == kind {
-                    return v;
-                }
-                assert_ne!(v["type"], "error", "waiting for {kind}: {v}");
-            }
-        }
         out.send(json!({"type": "hello", "protocol_version": 1, "token": token})).unwrap();
-        expect(&mut in_rx, "welcome").await;
+        expect_type(&mut rx, "welcome").await;
         out.send(json!({"type": "join", "call_id": call})).unwrap();
-        let joined = expect(&mut in_rx, "joined").await;
+        let joined = expect_type(&mut rx, "joined").await;
         let participant_id: Uuid = joined["participant_id"].as_str().unwrap().parse().unwrap();
+        Signal { call, participant_id, joined, out, rx, tasks }
+    }
 
+    /// Offers what `pc` holds, applies the relay's answer and returns its SDP. From then on a
+    /// task answers the relay's offers, adds its candidates and sends `pc`'s; every other
+    /// message goes to `messages`.
+    pub async fn negotiate(
+        &mut self,
+        pc: &Arc<dyn PeerConnection>,
+        mut candidates: mpsc::UnboundedReceiver<RTCIceCandidateInit>,
+        messages: Arc<Mutex<Vec<Value>>>,
+    ) -> String {
+        let call = self.call;
+        let offer = pc.create_offer(None).await.unwrap();
+        pc.set_local_description(offer.clone()).await.unwrap();
+        self.out.send(json!({"type": "sdp_offer", "call_id": call, "description": desc("offer", &offer.sdp)})).unwrap();
+        let answer = expect_type(&mut self.rx, "sdp_answer").await;
+        let sdp = answer["description"]["sdp"].as_str().unwrap().to_string();
+        pc.set_remote_description(RTCSessionDescription::answer(sdp.clone()).unwrap()).await.unwrap();
+        let (pc, out) = (pc.clone(), self.out.clone());
+        // The task reads the socket from now on (what is left behind is a closed channel).
+        let mut rx = std::mem::replace(&mut self.rx, mpsc::unbounded_channel().1);
+        self.tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    v = rx.recv() => {
+                        let Some(v) = v else { break };
+                        match v["type"].as_str() {
+                            Some("sdp_offer") => {
+                                let sdp = v["description"]["sdp"].as_str().unwrap_or("").to_string();
+                                let Ok(offer) = RTCSessionDescription::offer(sdp) else { continue };
+                                if pc.set_remote_description(offer).await.is_err() { continue }
+                                let Ok(answer) = pc.create_answer(None).await else { continue };
+                                if pc.set_local_description(answer.clone()).await.is_err() { continue }
+                                let _ = out.send(json!({"type": "sdp_answer", "call_id": call, "description": desc("answer", &answer.sdp)}));
+                            }
+                            Some("ice_candidate") => {
+                                if let Ok(c) = serde_json::from_value(v["candidate"].clone()) {
+                                    let _ = pc.add_ice_candidate(c).await;
+                                }
+                            }
+                            _ => messages.lock().unwrap().push(v),
+                        }
+                    }
+                    c = candidates.recv() => {
+                        let Some(c) = c else { break };
+                        if let Ok(c) = serde_json::to_value(&c) {
+                            let _ = out.send(json!({"type": "ice_candidate", "call_id": call, "candidate": c}));
+                        }
+                    }
+                }
+            }
+        }));
+        sdp
+    }
+}
+
+impl WsParticipant {
+    /// Connects, says hello, joins `call`, offers audio + video and starts publishing.
+    pub async fn join(addr: SocketAddr, token: &str, call: Uuid) -> WsParticipant {
+        let mut signal = Signal::join(addr, token, call).await;
+        let participant_id = signal.participant_id;
         let state = Arc::new(ClientState::default());
-        let (cand_tx, mut cand_rx) = mpsc::unbounded_channel();
+        let (cand_tx, cand_rx) = mpsc::unbounded_channel();
         let pc = client_pc(Arc::new(ClientHandler { state: state.clone(), candidates: cand_tx })).await;
         let stream_id = participant_id.to_string();
         let audio = local_track(RtpCodecKind::Audio, opus_codec(), rand::random::<u32>() | 1, &stream_id);
         let video = local_track(RtpCodecKind::Video, vp8_codec(), rand::random::<u32>() | 1, &stream_id);
         pc.add_track(audio.clone() as Arc<dyn TrackLocal>).await.unwrap();
         pc.add_track(video.clone() as Arc<dyn TrackLocal>).await.unwrap();
-        let offer = pc.create_offer(None).await.unwrap();
-        pc.set_local_description(offer.clone()).await.unwrap();
-        out.send(json!({"type": "sdp_offer", "call_id": call, "description": desc("offer", &offer.sdp)})).unwrap();
-        let answer = expect(&mut in_rx, "sdp_answer").await;
-        let sdp = answer["description"]["sdp"].as_str().unwrap().to_string();
-        pc.set_remote_description(RTCSessionDescription::answer(sdp).unwrap()).await.unwrap();
-
         let messages = Arc::new(Mutex::new(Vec::new()));
-        {
-            let (pc, out, messages) = (pc.clone(), out.clone(), messages.clone());
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        v = in_rx.recv() => {
-                            let Some(v) = v else { break };
-                            match v["type"].as_str() {
-                                Some("sdp_offer") => {
-                                    let sdp = v["description"]["sdp"].as_str().unwrap_or("").to_string();
-                                    let Ok(offer) = RTCSessionDescription::offer(sdp) else { continue };
-                                    if pc.set_remote_description(offer).await.is_err() { continue }
-                                    let Ok(answer) = pc.create_answer(None).await else { continue };
-                                    if pc.set_local_description(answer.clone()).await.is_err() { continue }
-                                    let _ = out.send(json!({"type": "sdp_answer", "call_id": call, "description": desc("answer", &answer.sdp)}));
-                                }
-                                Some("ice_candidate") => {
-                                    if let Ok(c) = serde_json::from_value(v["candidate"].clone()) {
-                                        let _ = pc.add_ice_candidate(c).await;
-                                    }
-                                }
-                                _ => messages.lock().unwrap().push(v),
-                            }
-                        }
-                        c = cand_rx.recv() => {
-                            let Some(c) = c else { break };
-                            if let Ok(c) = serde_json::to_value(&c) {
-                                let _ = out.send(json!({"type": "ice_candidate", "call_id": call, "candidate": c}));
-                            }
-                        }
-                    }
-                }
-            }));
-        }
+        signal.negotiate(&pc, cand_rx, messages.clone()).await;
+        let Signal { joined, out, mut tasks, .. } = signal;
         // Keyframe requests from the relay (the recorder asks through it).
         {
             let (video, state) = (video.clone(), state.clone());
