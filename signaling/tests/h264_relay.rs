@@ -20,23 +20,20 @@ use rec_support::*;
 use rtc::interceptor::Registry;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
-use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::rtp;
 use rtc::rtp::codec::h264::H264Payloader;
 use rtc::rtp::packetizer::Payloader;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use serde_json::{json, Value};
-use sfu_support::{local_track, ClientHandler, ClientState};
+use sfu_support::{local_track, peer_with, ClientHandler, ClientState};
 use signaling::domain::clock::Clock;
 use signaling::domain::identity::Role;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::Track;
-use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-};
+use webrtc::peer_connection::PeerConnection;
 
 const REASON: &str = "reason=complaint%20review%20C-2026-17";
 const PT_H264: u8 = 102;
@@ -57,18 +54,7 @@ async fn h264_only_pc(handler: Arc<ClientHandler>) -> Arc<dyn PeerConnection> {
     me.register_codec(RTCRtpCodecParameters { rtp_codec: h264_codec(), payload_type: PT_H264 }, RtpCodecKind::Video)
         .unwrap();
     let registry = register_default_interceptors(Registry::new(), &mut me).unwrap();
-    let se = SettingEngineBuilder::new().with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled).build();
-    Arc::new(
-        PeerConnectionBuilder::new()
-            .with_media_engine(me)
-            .with_interceptor_registry(registry)
-            .with_setting_engine(se)
-            .with_handler(handler as Arc<dyn PeerConnectionEventHandler>)
-            .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
-            .build()
-            .await
-            .expect("client peer connection"),
-    )
+    peer_with(handler, me, registry).await
 }
 
 /// 3 s of a 320x240 test pattern, 30 fps, libx264 baseline, no B-frames, an IDR every second,

@@ -96,77 +96,23 @@ pub(crate) const H264_FMTP: &str =
 /// connections in 0.21: the registry is consumed by the build).
 pub(crate) fn media_setup() -> Result<(MediaEngine, Registry), SfuError> {
     let mut me = MediaEngine::default();
-    me.register_codec(
-        RTCRtpCodecParameters {
-            rtp_codec: RTCRtpCodec {
-                mime_type: MIME_TYPE_OPUS.to_owned(),
-                clock_rate: 48_000,
-                channels: 2,
-                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-                rtcp_feedback: vec![],
-            },
-            payload_type: PT_OPUS,
-        },
-        RtpCodecKind::Audio,
-    )?;
-    me.register_codec(
-        RTCRtpCodecParameters {
-            rtp_codec: RTCRtpCodec {
-                mime_type: MIME_TYPE_VP8.to_owned(),
-                clock_rate: 90_000,
-                channels: 0,
-                sdp_fmtp_line: String::new(),
-                rtcp_feedback: vec![RTCPFeedback {
-                    typ: "ccm".to_owned(),
-                    parameter: "fir".to_owned(),
-                }],
-            },
-            payload_type: PT_VP8,
-        },
-        RtpCodecKind::Video,
-    )?;
-    me.register_codec(
-        RTCRtpCodecParameters {
-            rtp_codec: RTCRtpCodec {
-                mime_type: MIME_TYPE_RTX.to_owned(),
-                clock_rate: 90_000,
-                channels: 0,
-                sdp_fmtp_line: format!("apt={PT_VP8}"),
-                rtcp_feedback: vec![],
-            },
-            payload_type: PT_VP8_RTX,
-        },
-        RtpCodecKind::Video,
-    )?;
-    me.register_codec(
-        RTCRtpCodecParameters {
-            rtp_codec: RTCRtpCodec {
-                mime_type: MIME_TYPE_H264.to_owned(),
-                clock_rate: 90_000,
-                channels: 0,
-                sdp_fmtp_line: H264_FMTP.to_owned(),
-                rtcp_feedback: vec![RTCPFeedback {
-                    typ: "ccm".to_owned(),
-                    parameter: "fir".to_owned(),
-                }],
-            },
-            payload_type: PT_H264,
-        },
-        RtpCodecKind::Video,
-    )?;
-    me.register_codec(
-        RTCRtpCodecParameters {
-            rtp_codec: RTCRtpCodec {
-                mime_type: MIME_TYPE_RTX.to_owned(),
-                clock_rate: 90_000,
-                channels: 0,
-                sdp_fmtp_line: format!("apt={PT_H264}"),
-                rtcp_feedback: vec![],
-            },
-            payload_type: PT_H264_RTX,
-        },
-        RtpCodecKind::Video,
-    )?;
+    let codec = |mime_type: &str, clock_rate: u32, channels: u16, fmtp: String, fir: bool| RTCRtpCodec {
+        mime_type: mime_type.to_owned(),
+        clock_rate,
+        channels,
+        sdp_fmtp_line: fmtp,
+        rtcp_feedback: if fir { vec![RTCPFeedback { typ: "ccm".to_owned(), parameter: "fir".to_owned() }] } else { vec![] },
+    };
+    let codecs = [
+        (codec(MIME_TYPE_OPUS, 48_000, 2, "minptime=10;useinbandfec=1".to_owned(), false), PT_OPUS, RtpCodecKind::Audio),
+        (codec(MIME_TYPE_VP8, 90_000, 0, String::new(), true), PT_VP8, RtpCodecKind::Video),
+        (codec(MIME_TYPE_RTX, 90_000, 0, format!("apt={PT_VP8}"), false), PT_VP8_RTX, RtpCodecKind::Video),
+        (codec(MIME_TYPE_H264, 90_000, 0, H264_FMTP.to_owned(), true), PT_H264, RtpCodecKind::Video),
+        (codec(MIME_TYPE_RTX, 90_000, 0, format!("apt={PT_H264}"), false), PT_H264_RTX, RtpCodecKind::Video),
+    ];
+    for (rtp_codec, payload_type, kind) in codecs {
+        me.register_codec(RTCRtpCodecParameters { rtp_codec, payload_type }, kind)?;
+    }
     // NACK generator + responder (adds `nack` and `nack pli` feedback), sender/receiver
     // reports, and the marker that hands PLI/FIR/SR to the relay. No TWCC: the relay does not
     // estimate bandwidth (no simulcast to switch between), and each TWCC packet costs CPU.

@@ -256,6 +256,11 @@ pub async fn client_pc(
     me.register_default_codecs().unwrap();
     let registry = register_default_interceptors(Registry::new(), &mut me).unwrap();
     let registry = registry.with(Slot::from(14_000), KeyframeRequestMarker::default());
+    peer_with(handler, me, registry).await
+}
+
+/// A test peer on 127.0.0.1 (no mDNS) with this media engine and interceptor chain.
+pub async fn peer_with(handler: Arc<ClientHandler>, me: MediaEngine, registry: Registry) -> Arc<dyn PeerConnection> {
     let se = SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         .build();
