@@ -247,6 +247,12 @@ impl RecordingKeys {
 }
 
 impl Manifest {
+    /// The manifest inside the bytes of a `manifest.json` file, unchecked (its signature is
+    /// not verified: `verify_recording` does that).
+    pub fn from_signed_file(bytes: &[u8]) -> Result<Manifest, String> {
+        decode_signed(bytes)?.manifest
+    }
+
     /// The canonical bytes: compact JSON in field declaration order.
     pub fn to_canonical_json(&self) -> Vec<u8> {
         // Serializing these plain structs cannot fail (no maps with non-string keys).

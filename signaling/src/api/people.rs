@@ -404,21 +404,21 @@ pub async fn update_my_profile(
         (Some(id), Some(born)) => id.birth_date().is_some_and(|d| d != born),
         _ => false,
     };
-    let stored = if changes_id && mismatch {
-        Err(crate::store::StoreError::Conflict("duplicate"))
+    let refused_id = if changes_id && mismatch {
+        true
     } else {
-        state.store.update_resident(&r).await
-    };
-    match stored {
-        Ok(()) => {}
-        Err(crate::store::StoreError::Conflict("duplicate")) if changes_id => {
-            let masked = r.id_number.as_ref().map(IdNumber::masked);
-            state
-                .audit(actor(&who), "resident.profile.id_refused", "resident", r.id, serde_json::json!({"id_number": masked}))
-                .await?;
-            return Err(refused());
+        match state.store.update_resident(&r).await {
+            Ok(()) => false,
+            Err(crate::store::StoreError::Conflict("duplicate")) if changes_id => true,
+            Err(e) => return Err(resident_conflict(e)),
         }
-        Err(e) => return Err(resident_conflict(e)),
+    };
+    if refused_id {
+        let masked = r.id_number.as_ref().map(IdNumber::masked);
+        state
+            .audit(actor(&who), "resident.profile.id_refused", "resident", r.id, serde_json::json!({"id_number": masked}))
+            .await?;
+        return Err(refused());
     }
     state.audit(actor(&who), "resident.profile.update", "resident", r.id, serde_json::json!({})).await?;
     Ok(Json(ResidentView::of(&r, today)))

@@ -379,13 +379,8 @@ impl Recorder {
 async fn recovered_end_ms(spool: &std::path::Path, id: Uuid, db: &dyn Store) -> Option<i64> {
     let path = spool.join("recordings").join(id.to_string()).join("manifest.json");
     let bytes = tokio::fs::read(&path).await.ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let parse = |f: &str| {
-        v["manifest"][f]
-            .as_str()
-            .and_then(|t| OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
-    };
-    let (started, ended) = (parse("started_at")?, parse("ended_at")?);
+    let manifest = recordings::Manifest::from_signed_file(&bytes).ok()?;
+    let (started, ended) = (manifest.started_at, manifest.ended_at?);
     let length_ms = i64::try_from((ended - started).whole_milliseconds()).ok()?.max(0);
     match db.recording_by_id(id).await {
         Ok(Some(row)) => Some(row.started_at + length_ms),
