@@ -269,6 +269,8 @@ fn body_endpoints(c: &Ctx) -> Vec<Endpoint> {
         e("POST", &format!("/api/v1/follow-ups/{}/close", id()), &supervisor, json!({"note": "已回访，问题已解决"})),
         // 25: recordings
         e("PUT", &format!("/api/v1/recordings/{}/legal-hold", id()), &auditor, json!({"reason": "诉讼保全 2026-001"})),
+        // 26: case links
+        e("POST", &format!("/api/v1/cases/{}/calls", id()), &agent, json!({"call_id": id()})),
     ]
 }
 
